@@ -1,0 +1,59 @@
+# Quick start: `make demo` runs the main job, `make test` runs every test suite.
+# Both set up what they need on a fresh machine: a project-local Python venv holding
+# PyPI's torch 2.13.0, whose libtorch the `tch` feature builds against (tch 0.26).
+
+SHELL := /bin/bash
+TORCH_VERSION := 2.13.0
+VENV := $(CURDIR)/.venv
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+PYTHON ?= python3
+
+# torch-sys finds libtorch through this Python; build.rs adds an rpath to it.
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+# libgomp's spin-waiting makes libtorch crawl when threads outnumber free cores (parallel
+# tests, a busy machine): passive waiting costs nothing when the machine is idle.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+CARGO ?= cargo
+
+.PHONY: test test-core test-tch demo bench doc fixtures clean-venv libtorch
+
+libtorch: $(TORCH_STAMP)
+
+$(TORCH_STAMP):
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from rustup.rs"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	touch $@
+
+## Every test suite: the pure-Rust core without libtorch, then everything with it.
+test: test-core test-tch
+
+test-core:
+	$(CARGO) test --no-default-features
+
+test-tch: $(TORCH_STAMP)
+	$(CARGO) test
+
+## The main job: Boomerang samples at several t, written to out/.
+demo:
+	$(CARGO) run --release --no-default-features --example demo
+
+bench: $(TORCH_STAMP)
+	$(CARGO) bench
+
+doc:
+	$(CARGO) doc --no-default-features --no-deps
+
+## Regenerate the committed reference fixtures (dev only: needs numpy, diffusers).
+fixtures: $(TORCH_STAMP)
+	$(VENV)/bin/pip install --quiet numpy diffusers transformers safetensors
+	$(VENV)/bin/python tools/make_checkpoint_fixtures.py
+	$(VENV)/bin/python tools/make_fastdpm_fixtures.py
+	$(VENV)/bin/python tools/make_ddpm_fixtures.py
+	$(VENV)/bin/python tools/make_sd_fixtures.py
+	@echo "tools/make_lpips_fixtures.py needs lpips, torchvision and scikit-image: see its header"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,319 @@
+//! The Boomerang core: noise `x0` to level `t` in one draw, then run the model's reverse
+//! process from exactly `t` back to the data.
+
+use ndarray::{Array4, ArrayView4, Zip};
+use rand::Rng;
+
+use crate::denoiser::{Condition, Denoiser, Guidance, TimeInput};
+use crate::noise::NoiseStreams;
+use crate::prediction::{model_time, Evaluator};
+use crate::sampler::{Sampler, Spacing, StepCallback};
+use crate::schedule::{GridPoint, NoiseSchedule, TimeSpec};
+use crate::{Error, Result};
+
+/// Unchecked settings of a Boomerang run; [`build`](BoomerangBuilder::build) validates them
+/// against the denoiser and schedule into a [`Boomerang`] runner.
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to get a runner"]
+pub struct BoomerangBuilder<D> {
+    denoiser: D,
+    schedule: NoiseSchedule,
+    sampler: Sampler,
+    spacing: Spacing,
+    clip_denoised: bool,
+    condition: Condition,
+    guidance: Option<Guidance>,
+}
+
+impl<D: Denoiser> BoomerangBuilder<D> {
+    /// The reverse step rule (default: DDPM ancestral with the posterior variance, the
+    /// paper's Algorithm 1).
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// The reverse grid (default: [`Spacing::Full`], every step from `t` to 0).
+    pub fn spacing(mut self, spacing: Spacing) -> Self {
+        self.spacing = spacing;
+        self
+    }
+
+    /// Clip `x̂0` to the denoiser's data range at every step (default: off).
+    pub fn clip_denoised(mut self, on: bool) -> Self {
+        self.clip_denoised = on;
+        self
+    }
+
+    /// Conditioning for every run (class labels or text embeddings, one per item or one
+    /// for all).
+    pub fn condition(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+
+    /// Classifier-free guidance with `scale` against the `unconditional` condition.
+    pub fn guidance(mut self, scale: f64, unconditional: Condition) -> Self {
+        self.guidance = Some(Guidance {
+            scale,
+            unconditional,
+        });
+        self
+    }
+
+    /// Validate everything that can be checked before seeing data.
+    pub fn build(self) -> Result<Boomerang<D>> {
+        let spec = self.denoiser.spec();
+        self.sampler.validate(&self.schedule)?;
+        if self.sampler.needs_learned_variance() && !spec.learned_variance {
+            return Err(Error::Incompatible(
+                "Variance::Learned needs a denoiser that predicts its variance".into(),
+            ));
+        }
+        if let Spacing::Uniform(0) = self.spacing {
+            return Err(Error::param("spacing", "Uniform(n) needs n >= 1"));
+        }
+        if let Some(g) = &self.guidance {
+            if !g.scale.is_finite() {
+                return Err(Error::param("guidance scale", format!("must be finite, got {}", g.scale)));
+            }
+        }
+        if spec.time_input == TimeInput::ContinuousTime && self.schedule.as_discrete().is_some() {
+            return Err(Error::Incompatible(
+                "the denoiser takes a continuous SDE time but the schedule is discrete".into(),
+            ));
+        }
+        if spec.time_input == TimeInput::Step && matches!(self.spacing, Spacing::FastDpmVar { .. }) {
+            return Err(Error::Incompatible(
+                "FastDPM VAR calls the network at non-integer steps; this denoiser takes integer \
+                 steps only (use FastDpmStep or Uniform)"
+                    .into(),
+            ));
+        }
+        // Build one grid from the last step to surface spacing errors now.
+        let probe = self.schedule.start(TimeSpec::Fraction(1.0))?;
+        self.spacing.grid(&self.schedule, probe)?;
+        Ok(Boomerang {
+            denoiser: self.denoiser,
+            schedule: self.schedule,
+            sampler: self.sampler,
+            spacing: self.spacing,
+            clip_denoised: self.clip_denoised,
+            condition: self.condition,
+            guidance: self.guidance,
+        })
+    }
+}
+
+/// Everything a detailed run returns.
+#[derive(Debug, Clone)]
+pub struct BoomerangOutput {
+    /// The Boomerang sample `x̂`.
+    pub sample: Array4<f32>,
+    /// The noised input `x_t` the reverse process started from.
+    pub x_t: Array4<f32>,
+    /// The last prediction of `x0` (at the cleanest grid level).
+    pub pred_x0: Array4<f32>,
+    /// Where the run started.
+    pub start: GridPoint,
+    /// Number of reverse steps (grid points) run.
+    pub steps: usize,
+}
+
+/// A validated Boomerang runner.
+///
+/// ```
+/// use boomerang::{analytic::GaussianDenoiser, schedule::DiscreteSchedule, Boomerang, Sampler, Spacing, TimeSpec};
+/// use rand::SeedableRng;
+///
+/// let denoiser = GaussianDenoiser::new(0.0, 0.5)?;
+/// let runner = Boomerang::builder(denoiser, DiscreteSchedule::linear(1000, 1e-4, 0.02)?)
+///     .sampler(Sampler::ddim(0.0))
+///     .spacing(Spacing::Uniform(100))
+///     .build()?;
+/// let x0 = ndarray::Array4::<f32>::zeros((2, 3, 8, 8));
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let x = runner.run(x0.view(), TimeSpec::fraction(0.3), &mut rng)?;
+/// assert_eq!(x.dim(), (2, 3, 8, 8));
+/// # Ok::<(), boomerang::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Boomerang<D> {
+    denoiser: D,
+    schedule: NoiseSchedule,
+    sampler: Sampler,
+    spacing: Spacing,
+    clip_denoised: bool,
+    condition: Condition,
+    guidance: Option<Guidance>,
+}
+
+impl<D: Denoiser> Boomerang<D> {
+    /// Start configuring a runner for `denoiser` on `schedule`.
+    pub fn builder(denoiser: D, schedule: impl Into<NoiseSchedule>) -> BoomerangBuilder<D> {
+        BoomerangBuilder {
+            denoiser,
+            schedule: schedule.into(),
+            sampler: Sampler::default(),
+            spacing: Spacing::Full,
+            clip_denoised: false,
+            condition: Condition::None,
+            guidance: None,
+        }
+    }
+
+    /// The denoiser.
+    pub fn denoiser(&self) -> &D {
+        &self.denoiser
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// The reverse grid a run from `t` visits (its length is the number of network calls
+    /// for DDPM and DDIM).
+    pub fn plan(&self, t: TimeSpec) -> Result<Vec<GridPoint>> {
+        let start = self.schedule.start(t)?;
+        let grid = self.spacing.grid(&self.schedule, start)?;
+        let input = self.denoiser.spec().time_input;
+        for p in &grid {
+            model_time(input, &self.schedule, p)?;
+        }
+        Ok(grid)
+    }
+
+    /// Boomerang each image of the batch `x0` (NCHW, in the denoiser's data range) from `t`.
+    /// Item `i` draws its noise from stream `i` of one seed taken from `rng`.
+    pub fn run<R: Rng + ?Sized>(&self, x0: ArrayView4<'_, f32>, t: TimeSpec, rng: &mut R) -> Result<Array4<f32>> {
+        let mut noise = NoiseStreams::from_rng(rng, x0.dim().0);
+        Ok(self.run_with(x0, t, &mut noise, None)?.sample)
+    }
+
+    /// The full form: explicit per-item noise streams (e.g. [`NoiseStreams::keyed`]) and an
+    /// optional per-step callback; returns `x_t` and the final `x̂0` too.
+    pub fn run_with(
+        &self,
+        x0: ArrayView4<'_, f32>,
+        t: TimeSpec,
+        noise: &mut NoiseStreams,
+        callback: Option<StepCallback<'_>>,
+    ) -> Result<BoomerangOutput> {
+        self.denoiser.spec().check_batch(&x0, "x0")?;
+        if noise.len() != x0.dim().0 {
+            return Err(Error::Shape(format!(
+                "{} noise streams for a batch of {}",
+                noise.len(),
+                x0.dim().0
+            )));
+        }
+        let grid = self.plan(t)?;
+        let start = grid[0];
+        let (_, c, h, w) = x0.dim();
+        let mut x_t = noise.normal((c, h, w))?;
+        let (a, s) = (start.level.alpha as f32, start.level.sigma as f32);
+        Zip::from(&mut x_t).and(&x0).par_for_each(|z, &x| *z = a * x + s * *z);
+        let out = self.reverse(x_t.clone(), &grid, noise, callback)?;
+        Ok(BoomerangOutput {
+            sample: out.0,
+            x_t,
+            pred_x0: out.1,
+            start,
+            steps: grid.len(),
+        })
+    }
+
+    /// The reverse half alone: run from a given `x_t` (e.g. one noised with a noise of your
+    /// own, or a stored one) at level `t`. [`run_with`](Boomerang::run_with) is
+    /// `x_t = α_t·x0 + σ_t·z` followed by this.
+    pub fn reverse_from(
+        &self,
+        x_t: ArrayView4<'_, f32>,
+        t: TimeSpec,
+        noise: &mut NoiseStreams,
+        callback: Option<StepCallback<'_>>,
+    ) -> Result<BoomerangOutput> {
+        self.denoiser.spec().check_batch(&x_t, "x_t")?;
+        if noise.len() != x_t.dim().0 {
+            return Err(Error::Shape(format!(
+                "{} noise streams for a batch of {}",
+                noise.len(),
+                x_t.dim().0
+            )));
+        }
+        let grid = self.plan(t)?;
+        let (sample, pred_x0) = self.reverse(x_t.to_owned(), &grid, noise, callback)?;
+        Ok(BoomerangOutput {
+            sample,
+            x_t: x_t.to_owned(),
+            pred_x0,
+            start: grid[0],
+            steps: grid.len(),
+        })
+    }
+
+    /// Sample from the prior at the noisiest level (`x ~ N(0, (α²+σ²)·I)` at `t = 1`) and run
+    /// the whole reverse process: a global sample, for comparison with local ones.
+    pub fn generate<R: Rng + ?Sized>(&self, shape: (usize, usize, usize, usize), rng: &mut R) -> Result<Array4<f32>> {
+        let (n, c, h, w) = shape;
+        let mut noise = NoiseStreams::from_rng(rng, n);
+        let grid = self.plan(TimeSpec::Fraction(1.0))?;
+        let level = grid[0].level;
+        let scale = level.alpha.hypot(level.sigma) as f32;
+        let x = noise.normal((c, h, w))?.mapv_into(|v| v * scale);
+        self.denoiser.spec().check_batch(&x.view(), "prior sample")?;
+        Ok(self.reverse(x, &grid, &mut noise, None)?.0)
+    }
+
+    fn reverse(
+        &self,
+        x: Array4<f32>,
+        grid: &[GridPoint],
+        noise: &mut NoiseStreams,
+        callback: Option<StepCallback<'_>>,
+    ) -> Result<(Array4<f32>, Array4<f32>)> {
+        let n = x.dim().0;
+        let condition = self.condition.repeat_to(n)?;
+        let guidance = match &self.guidance {
+            Some(g) => Some(Guidance {
+                scale: g.scale,
+                unconditional: g.unconditional.repeat_to(n)?,
+            }),
+            None => None,
+        };
+        let eval = Evaluator {
+            denoiser: &self.denoiser,
+            schedule: &self.schedule,
+            condition: &condition,
+            guidance: guidance.as_ref(),
+            clip: self.clip_denoised.then(|| self.denoiser.spec().data_range.bounds()),
+            want_variance: self.sampler.needs_learned_variance(),
+        };
+        let mut model = |x: ArrayView4<'_, f32>, p: &GridPoint| eval.predict(x, p);
+        let out = self.sampler.run(&mut model, x, grid, noise, callback)?;
+        Ok((out.prev_sample, out.pred_x0))
+    }
+}
+
+/// Boomerang with the paper's defaults (DDPM ancestral, every step from `t`): one call.
+///
+/// ```
+/// use boomerang::{analytic::GaussianDenoiser, boomerang, schedule::DiscreteSchedule, TimeSpec};
+/// use rand::SeedableRng;
+/// let schedule = DiscreteSchedule::linear(100, 1e-4, 0.2)?;
+/// let x0 = ndarray::Array4::<f32>::from_elem((1, 1, 4, 4), 0.5);
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+/// let x = boomerang(GaussianDenoiser::new(0.0, 1.0)?, schedule, x0.view(), TimeSpec::step(10), &mut rng)?;
+/// assert!(x.iter().all(|v| v.is_finite()));
+/// # Ok::<(), boomerang::Error>(())
+/// ```
+pub fn boomerang<D: Denoiser, R: Rng + ?Sized>(
+    denoiser: D,
+    schedule: impl Into<NoiseSchedule>,
+    x0: ArrayView4<'_, f32>,
+    t: TimeSpec,
+    rng: &mut R,
+) -> Result<Array4<f32>> {
+    Boomerang::builder(denoiser, schedule).build()?.run(x0, t, rng)
+}

@@ -1,0 +1,109 @@
+//! Stable item keys for [`NoiseStreams::keyed`](crate::NoiseStreams::keyed).
+//!
+//! The applications give every item its own noise stream, named by a 64-bit key derived
+//! from something that does not change between runs: a file's path relative to the dataset
+//! root, an input's index, a candidate or pass number. The hash is written out here (FNV-1a
+//! over the bytes, then the SplitMix64 finalizer to spread the bits), so keys are identical
+//! on every platform, Rust release and build of this crate. They are part of the
+//! reproducibility contract: the tests pin their values.
+//!
+//! ```
+//! use boomerang::keys::{derive_key, path_key};
+//! // '/' and '\' separators give the same key, so Windows and Unix runs agree.
+//! assert_eq!(path_key("cats/001.png"), path_key("cats\\001.png"));
+//! // A candidate of a pass of an input: one stream each.
+//! let k = derive_key(path_key("cats/001.png"), &[2, 0]);
+//! assert_ne!(k, derive_key(path_key("cats/001.png"), &[0, 2]));
+//! ```
+
+use std::path::{Component, Path};
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// SplitMix64's output function: a bijection of `u64` with good avalanche.
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(GOLDEN);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit hash of a byte string (FNV-1a, then [`splitmix64`]).
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    splitmix64(h)
+}
+
+/// The canonical form of a relative path used for keys and manifests: its normal
+/// components joined by `/` (`\` counts as a separator too; `.` components are dropped;
+/// non-UTF-8 bytes are replaced by U+FFFD).
+pub fn canonical_relative(path: impl AsRef<Path>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in path.as_ref().components() {
+        match c {
+            Component::Normal(s) => {
+                for piece in s.to_string_lossy().split('\\') {
+                    if !piece.is_empty() && piece != "." {
+                        parts.push(piece.to_string());
+                    }
+                }
+            }
+            Component::ParentDir => parts.push("..".into()),
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// The key of a file from its path relative to the dataset root
+/// ([`canonical_relative`] form, then [`hash_bytes`]).
+pub fn path_key(relative: impl AsRef<Path>) -> u64 {
+    hash_bytes(canonical_relative(relative).as_bytes())
+}
+
+/// A key for a sub-item of `key` (a candidate, a pass, a copy): each part is folded in with
+/// [`splitmix64`], so `derive_key(k, &[a, b])` differs from `derive_key(k, &[b, a])`.
+pub fn derive_key(key: u64, parts: &[u64]) -> u64 {
+    parts.iter().fold(splitmix64(key), |acc, &p| {
+        splitmix64(acc ^ splitmix64(p.wrapping_add(GOLDEN)))
+    })
+}
+
+/// A uniform draw in `[0, 1)` determined by `key` alone (53 random bits).
+pub fn unit_f64(key: u64) -> f64 {
+    (splitmix64(key) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_values() {
+        // FNV-1a of the empty string is the offset basis.
+        assert_eq!(hash_bytes(b""), splitmix64(FNV_OFFSET));
+        // SplitMix64 reference: the first output of a generator seeded with 0 is
+        // 0xe220a8397b1dcdaf.
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn canonical_paths() {
+        assert_eq!(canonical_relative("a/./b\\c.png"), "a/b/c.png");
+        assert_eq!(canonical_relative("./x.png"), "x.png");
+    }
+
+    #[test]
+    fn unit_range() {
+        for k in 0..1000 {
+            let u = unit_f64(k);
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}

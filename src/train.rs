@@ -1,0 +1,495 @@
+//! Training a DDPM UNet (ε-prediction) on your own images, with libtorch.
+//!
+//! Ho et al.'s recipe: `t ~ U{0..T−1}`, `ε ~ N(0, I)`, loss `‖ε − ε̂(√ᾱ_t·x0 + √(1−ᾱ_t)·ε, t)‖²`,
+//! Adam with linear warm-up, gradient clipping at global norm 1, EMA of the weights for
+//! sampling, random horizontal flips. Everything random is drawn on the host from
+//! `(seed, step)`, and Adam's moments are the crate's own tensors, so a run resumed from a
+//! checkpoint continues bit for bit as if it had never stopped (on the same device).
+//!
+//! The result ([`Trainer::export`]) is a folder with `config.json` (diffusers' UNet2DModel
+//! form), `scheduler_config.json` and `diffusion_pytorch_model.safetensors` (EMA weights in
+//! the original naming), which [`DdpmUNet::load`] reads like any released model.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ndarray::{s, Array4, Axis};
+use ndarray_rand::rand_distr::StandardNormal;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{load_state_dict, save_safetensors, StateDict, TensorData};
+use crate::models::ddpm::{DdpmConfig, DdpmUNet};
+use crate::schedule::DiscreteSchedule;
+use crate::shapes::Shapes;
+use crate::{Error, Result};
+
+/// Hyper-parameters of a training run (serialised into every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Number of optimisation steps in all.
+    pub steps: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate (DDPM: 2e-4).
+    pub lr: f64,
+    /// Linear warm-up steps (DDPM: 5000).
+    pub warmup: u64,
+    /// Global gradient-norm clip (DDPM: 1).
+    pub grad_clip: f64,
+    /// EMA decay of the sampling weights (DDPM: 0.9999).
+    pub ema_decay: f64,
+    /// Random horizontal flips.
+    pub random_flip: bool,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Save a resumable checkpoint every this many steps.
+    pub checkpoint_every: u64,
+    /// Linear beta schedule `(T, β_1, β_T)`.
+    pub schedule: (usize, f64, f64),
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 10_000,
+            batch_size: 32,
+            lr: 2e-4,
+            warmup: 500,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            random_flip: true,
+            seed: 0,
+            checkpoint_every: 1000,
+            schedule: (1000, 1e-4, 0.02),
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.steps == 0 {
+            return Err(Error::param("batch_size/steps", "must be positive"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::param("lr", format!("must be positive, got {}", self.lr)));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(Error::param("ema_decay", format!("must lie in [0, 1), got {}", self.ema_decay)));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::param("checkpoint_every", "must be positive"));
+        }
+        DiscreteSchedule::linear(self.schedule.0, self.schedule.1, self.schedule.2)?;
+        Ok(())
+    }
+}
+
+/// Where training images come from.
+#[derive(Debug, Clone)]
+pub enum TrainData {
+    /// A fixed set of images (NCHW in `[-1, 1]`, at the model's resolution).
+    Images(Array4<f32>),
+    /// Fresh members of the procedural [`Shapes`] family at every step.
+    Shapes(Shapes),
+}
+
+impl TrainData {
+    /// Every PNG/JPEG under `folder` (recursively), resized to `size × size` (bicubic), in
+    /// `[-1, 1]`. Unreadable files are an error that names them.
+    pub fn from_folder(folder: impl AsRef<Path>, size: usize) -> Result<Self> {
+        let mut files = Vec::new();
+        collect_images(folder.as_ref(), &mut files)?;
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "no .png/.jpg/.jpeg images under {}",
+                folder.as_ref().display()
+            )));
+        }
+        let mut items = Vec::with_capacity(files.len());
+        for f in &files {
+            let x = crate::image_io::load_image(f, crate::image_io::ColorMode::Rgb, crate::DataRange::MinusOneToOne)?;
+            items.push(crate::image_io::resize(x.view(), size, size, crate::image_io::ResizeFilter::Bicubic)?);
+        }
+        let views: Vec<_> = items.iter().map(|a| a.view()).collect();
+        Ok(TrainData::Images(
+            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Shape(e.to_string()))?,
+        ))
+    }
+
+    fn batch(&self, n: usize, rng: &mut ChaCha8Rng) -> Array4<f32> {
+        match self {
+            TrainData::Images(all) => {
+                let (len, c, h, w) = all.dim();
+                let mut out = Array4::zeros((n, c, h, w));
+                for mut item in out.axis_iter_mut(Axis(0)) {
+                    item.assign(&all.index_axis(Axis(0), rng.gen_range(0..len)));
+                }
+                out
+            }
+            TrainData::Shapes(f) => f.sample(n, rng),
+        }
+    }
+}
+
+fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            collect_images(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+            Some("png" | "jpg" | "jpeg")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// A training run: the network, its EMA copy, Adam's moments and the step counter.
+pub struct Trainer {
+    config: TrainConfig,
+    model_config: DdpmConfig,
+    net: DdpmUNet,
+    ema: DdpmUNet,
+    /// Trainable variables, sorted by name, with Adam's first and second moments.
+    params: Vec<(String, Tensor, Tensor, Tensor)>,
+    alphas_cumprod: Vec<f64>,
+    step: u64,
+}
+
+impl Trainer {
+    /// A fresh run from a random initialisation drawn from `config.seed`.
+    pub fn new(model_config: DdpmConfig, config: TrainConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        let net = DdpmUNet::random(model_config.clone(), device, Kind::Float, config.seed)?;
+        let ema = DdpmUNet::from_state_dict(model_config.clone(), net.state_dict()?, device, Kind::Float, Path::new("<ema init>"))?;
+        Self::assemble(model_config, config, net, ema, None, 0)
+    }
+
+    fn assemble(
+        model_config: DdpmConfig,
+        config: TrainConfig,
+        mut net: DdpmUNet,
+        ema: DdpmUNet,
+        moments: Option<&StateDict>,
+        step: u64,
+    ) -> Result<Self> {
+        let sched = DiscreteSchedule::linear(config.schedule.0, config.schedule.1, config.schedule.2)?;
+        net.var_store_mut().unfreeze();
+        let vars = net.var_store().variables();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        let mut params = Vec::with_capacity(names.len());
+        for name in names {
+            let p = vars[name].shallow_clone();
+            let (m, v) = match moments {
+                Some(sd) => (
+                    tensor_from(sd, &format!("adam_m.{name}"), p.device())?,
+                    tensor_from(sd, &format!("adam_v.{name}"), p.device())?,
+                ),
+                None => (p.f_zeros_like()?, p.f_zeros_like()?),
+            };
+            params.push((name.clone(), p, m, v));
+        }
+        Ok(Self {
+            config,
+            model_config,
+            net,
+            ema,
+            params,
+            alphas_cumprod: sched.alphas_cumprod().to_vec(),
+            step,
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// One optimisation step; returns the loss.
+    pub fn train_step(&mut self, data: &TrainData) -> Result<f64> {
+        let cfg = &self.config;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        rng.set_stream(self.step + 1);
+        let mut x0 = data.batch(cfg.batch_size, &mut rng);
+        let (n, c, h, w) = x0.dim();
+        if (c, h, w) != (self.model_config.in_channels, self.model_config.resolution, self.model_config.resolution) {
+            return Err(Error::Shape(format!(
+                "training images are {c}×{h}×{w}, the model takes {}×{r}×{r}",
+                self.model_config.in_channels,
+                r = self.model_config.resolution
+            )));
+        }
+        if cfg.random_flip {
+            for mut item in x0.axis_iter_mut(Axis(0)) {
+                if rng.gen_bool(0.5) {
+                    let flipped = item.slice(s![.., .., ..;-1]).to_owned();
+                    item.assign(&flipped);
+                }
+            }
+        }
+        let t_total = self.alphas_cumprod.len();
+        let ts: Vec<usize> = (0..n).map(|_| rng.gen_range(0..t_total)).collect();
+        let eps = Array4::<f32>::from_shape_simple_fn((n, c, h, w), || rng.sample(StandardNormal));
+        let mut xt = eps.clone();
+        for (i, &t) in ts.iter().enumerate() {
+            let a = self.alphas_cumprod[t];
+            let (sa, sb) = (a.sqrt() as f32, (1.0 - a).sqrt() as f32);
+            let src = x0.slice(s![i, .., .., ..]);
+            xt.slice_mut(s![i, .., .., ..]).zip_mut_with(&src, |e, &x| *e = sa * x + sb * *e);
+        }
+        let device = self.params[0].1.device();
+        let to_t = |a: &Array4<f32>| -> Result<Tensor> {
+            let sl = a.as_slice().ok_or_else(|| Error::Model("non-contiguous batch".into()))?;
+            Ok(Tensor::f_from_slice(sl)?.f_view([n as i64, c as i64, h as i64, w as i64])?.f_to_device(device)?)
+        };
+        let (xt_t, eps_t) = (to_t(&xt)?, to_t(&eps)?);
+        let t_t = Tensor::f_from_slice(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>())?.f_to_device(device)?;
+
+        for (_, p, _, _) in &self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.f_zero_()?;
+            }
+        }
+        let pred = self.net.forward(&xt_t, &t_t)?;
+        let loss = pred.f_sub(&eps_t)?.f_square()?.f_mean(Kind::Float)?;
+        loss.f_backward()?;
+        let loss_value = loss.f_double_value(&[])?;
+        if !loss_value.is_finite() {
+            return Err(Error::Model(format!("the loss became {loss_value} at step {}", self.step)));
+        }
+        self.apply_adam()?;
+        self.update_ema()?;
+        self.step += 1;
+        Ok(loss_value)
+    }
+
+    fn apply_adam(&mut self) -> Result<()> {
+        let cfg = &self.config;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        let step = (self.step + 1) as f64;
+        let lr = cfg.lr * (step / cfg.warmup.max(1) as f64).min(1.0);
+        let _guard = tch::no_grad_guard();
+        // Global gradient norm for clipping.
+        let mut sq = 0f64;
+        for (_, p, _, _) in &self.params {
+            let g = p.grad();
+            if g.defined() {
+                sq += g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            }
+        }
+        let norm = sq.sqrt();
+        let clip = if norm > cfg.grad_clip { cfg.grad_clip / (norm + 1e-6) } else { 1.0 };
+        let (bc1, bc2) = (1.0 - b1.powf(step), 1.0 - b2.powf(step));
+        for (_, p, m, v) in &mut self.params {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            let g = g.f_mul_scalar(clip)?;
+            let _ = m.f_mul_scalar_(b1)?;
+            let _ = m.f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+            let _ = v.f_mul_scalar_(b2)?;
+            let _ = v.f_add_(&g.f_square()?.f_mul_scalar(1.0 - b2)?)?;
+            let denom = v.f_div_scalar(bc2)?.f_sqrt()?.f_add_scalar(eps)?;
+            let update = m.f_div_scalar(bc1)?.f_div(&denom)?.f_mul_scalar(lr)?;
+            let _ = p.f_sub_(&update)?;
+        }
+        Ok(())
+    }
+
+    fn update_ema(&mut self) -> Result<()> {
+        let d = self.config.ema_decay;
+        let _guard = tch::no_grad_guard();
+        let ema_vars = self.ema.var_store().variables();
+        for (name, p, _, _) in &self.params {
+            let mut e = ema_vars
+                .get(name)
+                .ok_or_else(|| Error::Model(format!("EMA copy lacks {name}")))?
+                .shallow_clone();
+            let _ = e.f_mul_scalar_(d)?;
+            let _ = e.f_add_(&p.f_mul_scalar(1.0 - d)?)?;
+        }
+        Ok(())
+    }
+
+    /// Train until `config.steps`, writing a resumable checkpoint to `dir` every
+    /// `checkpoint_every` steps and at the end, and appending `step,loss` lines to
+    /// `dir/loss.csv`. `progress(step, loss)` is called after every step.
+    pub fn train(&mut self, data: &TrainData, dir: impl AsRef<Path>, mut progress: impl FnMut(u64, f64)) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let csv_path = dir.join("loss.csv");
+        let mut csv = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&csv_path)
+            .map_err(|e| Error::io(&csv_path, e))?;
+        if csv.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+            writeln!(csv, "step,loss").map_err(|e| Error::io(&csv_path, e))?;
+        }
+        while self.step < self.config.steps {
+            let loss = self.train_step(data)?;
+            writeln!(csv, "{},{loss}", self.step).map_err(|e| Error::io(&csv_path, e))?;
+            progress(self.step, loss);
+            if self.step % self.config.checkpoint_every == 0 || self.step == self.config.steps {
+                csv.flush().map_err(|e| Error::io(&csv_path, e))?;
+                self.save_checkpoint(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `dir/checkpoint.safetensors` (weights, EMA, Adam moments) and
+    /// `dir/checkpoint.json` (settings and step), each atomically.
+    pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let mut sd = StateDict::new();
+        for (name, data) in self.net.state_dict()?.into_entries() {
+            sd.insert(format!("model.{name}"), data);
+        }
+        for (name, data) in self.ema.state_dict()?.into_entries() {
+            sd.insert(format!("ema.{name}"), data);
+        }
+        for (name, _, m, v) in &self.params {
+            sd.insert(format!("adam_m.{name}"), host(m)?);
+            sd.insert(format!("adam_v.{name}"), host(v)?);
+        }
+        let st = dir.join("checkpoint.safetensors");
+        replace_with(&st, |tmp| save_safetensors(&sd, tmp))?;
+        let meta = CheckpointMeta {
+            step: self.step,
+            train: self.config.clone(),
+            model: self.model_config.clone(),
+        };
+        let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Model(e.to_string()))?;
+        replace_with(&dir.join("checkpoint.json"), |tmp| {
+            std::fs::write(tmp, &json).map_err(|e| Error::io(tmp, e))
+        })
+    }
+
+    /// Continue a run from `dir` (as written by [`save_checkpoint`](Trainer::save_checkpoint)),
+    /// optionally with a new total number of steps.
+    pub fn resume(dir: impl AsRef<Path>, device: Device, steps: Option<u64>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let meta_path = dir.join("checkpoint.json");
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let mut meta: CheckpointMeta =
+            serde_json::from_str(&text).map_err(|e| Error::checkpoint(&meta_path, e.to_string()))?;
+        if let Some(s) = steps {
+            meta.train.steps = s;
+        }
+        let sd = load_state_dict(dir.join("checkpoint.safetensors"))?;
+        let part = |prefix: &str| -> StateDict {
+            let mut out = StateDict::new();
+            for (k, v) in sd.iter() {
+                if let Some(rest) = k.strip_prefix(prefix) {
+                    out.insert(rest.to_string(), v.clone());
+                }
+            }
+            out
+        };
+        let src = dir.join("checkpoint.safetensors");
+        let net = DdpmUNet::from_state_dict(meta.model.clone(), part("model."), device, Kind::Float, &src)?;
+        let ema = DdpmUNet::from_state_dict(meta.model.clone(), part("ema."), device, Kind::Float, &src)?;
+        Self::assemble(meta.model, meta.train, net, ema, Some(&sd), meta.step)
+    }
+
+    /// Write the EMA weights as a model folder that [`DdpmUNet::load`] reads:
+    /// `config.json`, `scheduler_config.json`, `diffusion_pytorch_model.safetensors`.
+    /// Refuses to overwrite an existing weights file.
+    pub fn export(&self, dir: impl AsRef<Path>) -> Result<()> {
+        export_model(&self.ema, &self.config, dir.as_ref())
+    }
+
+    /// The EMA network (what sampling uses).
+    pub fn ema(&self) -> &DdpmUNet {
+        &self.ema
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    step: u64,
+    train: TrainConfig,
+    model: DdpmConfig,
+}
+
+fn tensor_from(sd: &StateDict, key: &str, device: Device) -> Result<Tensor> {
+    let data = sd
+        .get(key)
+        .ok_or_else(|| Error::checkpoint("checkpoint.safetensors", format!("missing `{key}`")))?;
+    Ok(crate::models::loading::tensor_from_data(data)?.f_to_kind(Kind::Float)?.f_to_device(device)?)
+}
+
+fn host(t: &Tensor) -> Result<TensorData> {
+    let t = t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let numel: usize = shape.iter().product();
+    let mut values = vec![0f32; numel];
+    t.f_copy_data(&mut values, numel)?;
+    Ok(TensorData::from_f32(shape, &values))
+}
+
+/// Write through a temporary file in the same folder, then rename over `path`.
+fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Save a DDPM UNet and its training schedule as a loadable model folder.
+pub fn export_model(net: &DdpmUNet, train: &TrainConfig, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let weights = dir.join("diffusion_pytorch_model.safetensors");
+    if weights.exists() {
+        return Err(Error::InvalidInput(format!(
+            "{} exists; remove it or export to another folder",
+            weights.display()
+        )));
+    }
+    let cfg = net.config().to_diffusers_json()?;
+    std::fs::write(dir.join("config.json"), cfg).map_err(|e| Error::io(dir.join("config.json"), e))?;
+    let sched = serde_json::json!({
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": train.schedule.0,
+        "beta_start": train.schedule.1,
+        "beta_end": train.schedule.2,
+        "beta_schedule": "linear",
+        "prediction_type": "epsilon",
+        "variance_type": "fixed_small",
+        "clip_sample": true
+    });
+    std::fs::write(dir.join("scheduler_config.json"), serde_json::to_string_pretty(&sched).unwrap_or_default())
+        .map_err(|e| Error::io(dir.join("scheduler_config.json"), e))?;
+    save_safetensors(&net.state_dict()?, &weights)
+}
+
+/// Read `(T, β_1, β_T)` from a model folder's `scheduler_config.json` (linear schedules).
+pub fn read_schedule(dir: &Path) -> Result<DiscreteSchedule> {
+    let path = dir.join("scheduler_config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+    let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
+    match (get("num_train_timesteps"), get("beta_start"), get("beta_end"), v.get("beta_schedule").and_then(|s| s.as_str())) {
+        (Some(t), Some(b0), Some(b1), Some("linear") | None) => DiscreteSchedule::linear(t as usize, b0, b1),
+        (Some(t), Some(b0), Some(b1), Some("scaled_linear")) => DiscreteSchedule::scaled_linear(t as usize, b0, b1),
+        _ => Err(Error::checkpoint(&path, "needs num_train_timesteps, beta_start, beta_end and a linear or scaled_linear beta_schedule")),
+    }
+}
