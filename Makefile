@@ -14,6 +14,9 @@ export PATH := $(VENV)/bin:$(PATH)
 # libgomp's spin-waiting makes libtorch crawl when threads outnumber free cores (parallel
 # tests, a busy machine): passive waiting costs nothing when the machine is idle.
 export OMP_WAIT_POLICY ?= PASSIVE
+# One-shot builds (CI, a first `make test`) gain nothing from incremental caches, which
+# take gigabytes next to the libtorch bindings.
+export CARGO_INCREMENTAL ?= 0
 
 CARGO ?= cargo
 
@@ -24,7 +27,9 @@ libtorch: $(TORCH_STAMP)
 $(TORCH_STAMP):
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from rustup.rs"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir torch==$(TORCH_VERSION)
+	# Triton only serves torch.compile in Python; libtorch never loads it (700 MB).
+	$(VENV)/bin/pip uninstall --quiet --yes triton
 	touch $@
 
 ## Every test suite: the pure-Rust core without libtorch, then everything with it.

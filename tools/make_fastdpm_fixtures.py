@@ -1,4 +1,4 @@
-"""Reference values of FastDPM's STEP and VAR schedules, for tests/fastdpm_schedules.rs.
+"""Reference values of FastDPM's STEP and VAR schedules, for tests/core/fastdpm_schedules.rs.
 
 Dev tooling only (the library never runs Python). Computes, from the formulas of FastDPM's
 generate.py (Kong & Ping 2021), written out here with numpy in float64:

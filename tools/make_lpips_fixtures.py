@@ -1,4 +1,4 @@
-"""Reference values for the crate's image metrics: tests/apps_metrics.rs and tests/apps_lpips.rs.
+"""Reference values for the crate's image metrics: tests/core/apps_metrics.rs and tests/models/apps_lpips.rs.
 
 Dev tooling only (the library never runs Python). Writes into tests/fixtures/lpips/:
 

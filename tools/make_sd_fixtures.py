@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tiny Stable Diffusion fixtures for the parity tests `tests/sd_parity.rs` and `tests/sd_tokenizer.rs`.
+"""Tiny Stable Diffusion fixtures for the parity tests `tests/models/sd_parity.rs` and `tests/models/sd_tokenizer.rs`.
 
 Dev-only. Builds two TINY, randomly initialised Stable Diffusion pipelines with HF diffusers and
 transformers, saves them as diffusers-format folders and writes reference outputs computed by the

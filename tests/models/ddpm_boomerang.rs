@@ -1,7 +1,7 @@
 //! Boomerang end to end with the tch DDPM UNet (the `tiny2` parity fixture's weights):
 //! DDPM, DDIM, and FastDPM STEP / VAR grids with κ = η ∈ {0, 1}; plus one DDIM reverse step
 //! against a float64 PyTorch reference.
-#![cfg(feature = "tch")]
+
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,10 @@
 //! The command line tool on a real (tiny, random) DDPM UNet checkpoint: a diffusers folder
 //! from tests/fixtures/ddpm (made by tools/make_ddpm_fixtures.py).
-#![cfg(feature = "tch")]
 
-mod cli_common;
 
-use cli_common::*;
+
+
+use crate::cli_common::*;
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/ddpm/{name}", env!("CARGO_MANIFEST_DIR"))

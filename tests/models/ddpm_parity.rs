@@ -5,7 +5,7 @@
 //! PyTorch transcription of FastDPM's `model.py`, checked there against diffusers'
 //! `UNet2DModel` to 1e-6). Error measure: `max|a − b| / max|b|` over the whole output, `a`
 //! from Rust, `b` the PyTorch reference, both f32 on the CPU; tolerance 1e-4.
-#![cfg(feature = "tch")]
+
 
 use std::path::{Path, PathBuf};
 

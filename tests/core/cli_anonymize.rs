@@ -3,14 +3,14 @@
 //! kill and resume, sharding (flags and environment), inputs untouched, outputs inside the
 //! input refused, odd and corrupt images reported and skipped, distances growing with t.
 
-mod cli_common;
+
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_common::*;
+use crate::cli_common::*;
 
 const MODEL: &str = "gaussian:0,0.5";
 
@@ -389,7 +389,7 @@ fn distances_to_the_original_grow_with_t() {
     make_dataset(&input, &["a", "b"], 6, 16);
     let mut rows = Vec::new();
     // Past t ≈ 0.6 the Gaussian model's samples no longer depend on the input (the distance
-    // is flat at its maximum, see tests/apps_library.rs), so the growth is checked below it.
+    // is flat at its maximum, see apps_library.rs), so the growth is checked below it.
     for t in ["0.02", "0.05", "0.1", "0.2", "0.4"] {
         let out = root.join(format!("out-{t}"));
         run_ok(&anon_args(&input, &out, t, &["--seed", "3"]), &[]);

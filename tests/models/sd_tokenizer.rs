@@ -7,7 +7,7 @@
 //!
 //! Fixtures: `tests/fixtures/sd/{sd1,sd2}/tokenizer/` and `reference/tokenizer.json`, written
 //! by `tools/make_sd_fixtures.py`.
-#![cfg(feature = "tch")]
+
 
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! CPU, 64×64 latents = 512×512 images). Ignored by default: it needs about 6 GB of RAM and
 //! a minute on two cores.
 //!
-//! `cargo test --release --test sd_memory -- --ignored --nocapture`
-#![cfg(feature = "tch")]
+//! `cargo test --release --test models sd_memory -- --ignored --nocapture`
+
 
 use boomerang::models::stable_diffusion::{UNet2DConditionModel, UNetConfig};
 use boomerang::models::{Device, Kind, TchDenoiser};

@@ -1,10 +1,10 @@
 //! The command line tool on a tiny random Stable Diffusion pipeline (tests/fixtures/sd/sd1,
 //! made by tools/make_sd_fixtures.py): latent-space Boomerang through the same commands.
-#![cfg(feature = "tch")]
 
-mod cli_common;
 
-use cli_common::*;
+
+
+use crate::cli_common::*;
 
 fn sd1() -> String {
     format!("{}/tests/fixtures/sd/sd1", env!("CARGO_MANIFEST_DIR"))

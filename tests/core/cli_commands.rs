@@ -1,9 +1,9 @@
 //! `boomerang sample | enhance | augment | convert | info` and bad input handling, run on the
 //! built binary.
 
-mod cli_common;
 
-use cli_common::*;
+
+use crate::cli_common::*;
 
 const MODEL: &str = "gaussian:0,0.5";
 

@@ -13,7 +13,7 @@
 //!
 //! Error measure: `max|a − b| / max|b|` over the whole tensor, `a` from Rust, `b` the Python
 //! reference, both f32 on the CPU; tolerance 1e-4.
-#![cfg(feature = "tch")]
+
 
 use std::path::{Path, PathBuf};
 

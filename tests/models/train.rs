@@ -1,5 +1,5 @@
 //! Training a DDPM UNet: the loss falls, resuming is exact, the export loads.
-#![cfg(feature = "tch")]
+
 
 use boomerang::models::ddpm::{DdpmConfig, DdpmUNet};
 use boomerang::models::{Device, Kind};
