@@ -41,9 +41,9 @@ test-core:
 test-tch: $(TORCH_STAMP)
 	$(CARGO) test
 
-## The main job: Boomerang samples at several t, written to out/.
-demo:
-	$(CARGO) run --release --no-default-features --example demo
+## The main job: Boomerang with the embedded default model, written to out/demo.png.
+demo: $(TORCH_STAMP)
+	$(CARGO) run --release --example demo
 
 bench: $(TORCH_STAMP)
 	$(CARGO) bench

@@ -1,10 +1,11 @@
 //! Train the crate's embedded default model: a small DDPM UNet on the procedural
 //! `shapes::Shapes` family at 32×32.
 //!
-//! The default model is to be made with exactly this program:
+//! The default model (`boomerang::models::pretrained`) was made with exactly this program:
 //! `cargo run --release --example train_default -- assets/shapes32 STEPS` (seed 0); it
 //! resumes from `target/train_default/` if a run was interrupted.
 
+use boomerang::checkpoint::{load_state_dict, save_safetensors, DType, StateDict};
 use boomerang::models::ddpm::DdpmConfig;
 use boomerang::models::Device;
 use boomerang::shapes::Shapes;
@@ -55,6 +56,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })?;
     trainer.export(&out)?;
-    println!("exported the EMA weights to {out}");
+    // Stored in f16 (half the size; the network still computes in f32).
+    let weights = std::path::Path::new(&out).join("diffusion_pytorch_model.safetensors");
+    let half: StateDict = load_state_dict(&weights)?
+        .into_entries()
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_float_dtype(DType::F16)?)))
+        .collect::<boomerang::Result<_>>()?;
+    save_safetensors(&half, &weights)?;
+    println!("exported the EMA weights (f16) to {out}");
     Ok(())
 }

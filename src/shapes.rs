@@ -6,7 +6,7 @@
 //! an image, so "how well is this image explained by the generator?" is a number
 //! ([`FitReport::rmse`]) that a sample of a model can pass or fail.
 
-use ndarray::{Array3, Array4, ArrayView3, Axis};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use rand::Rng;
 
 use crate::{Error, Result};
@@ -172,6 +172,15 @@ impl Shapes {
         let rendered = self.render(&params);
         let rmse = ((&rendered - &image).mapv(|v| v * v).mean().unwrap_or(f32::INFINITY)).sqrt();
         Ok(FitReport { params, rmse })
+    }
+}
+
+impl Shapes {
+    /// [`fit`](Shapes::fit) every image of an `N×3×size×size` batch (in parallel).
+    pub fn fit_batch(&self, images: ArrayView4<'_, f32>) -> Result<Vec<FitReport>> {
+        use rayon::prelude::*;
+        let items: Vec<ArrayView3<'_, f32>> = images.axis_iter(Axis(0)).collect();
+        items.into_par_iter().map(|x| self.fit(x)).collect()
     }
 }
 

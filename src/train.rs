@@ -22,7 +22,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{load_state_dict, save_safetensors, StateDict, TensorData};
 use crate::models::ddpm::{DdpmConfig, DdpmUNet};
-use crate::schedule::DiscreteSchedule;
+use crate::schedule::BetaSchedule;
 use crate::shapes::Shapes;
 use crate::{Error, Result};
 
@@ -47,8 +47,23 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Save a resumable checkpoint every this many steps.
     pub checkpoint_every: u64,
-    /// Linear beta schedule `(T, β_1, β_T)`.
-    pub schedule: (usize, f64, f64),
+    /// The noise schedule (DDPM: linear 1e-4..0.02 over 1000 steps).
+    pub schedule: BetaSchedule,
+    /// f32, or mixed precision (f16 autocast with dynamic loss scaling) on CUDA.
+    pub precision: Precision,
+}
+
+/// Arithmetic of a training run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// f16 autocast on CUDA for the forward pass, f32 master weights and Adam moments, and
+    /// a dynamic loss scale (PyTorch's `GradScaler` rule: start at 2¹⁶, halve and skip the
+    /// update on non-finite gradients, double after 2000 clean steps).
+    Mixed,
 }
 
 impl Default for TrainConfig {
@@ -63,7 +78,8 @@ impl Default for TrainConfig {
             random_flip: true,
             seed: 0,
             checkpoint_every: 1000,
-            schedule: (1000, 1e-4, 0.02),
+            schedule: BetaSchedule::ddpm(),
+            precision: Precision::F32,
         }
     }
 }
@@ -82,7 +98,7 @@ impl TrainConfig {
         if self.checkpoint_every == 0 {
             return Err(Error::param("checkpoint_every", "must be positive"));
         }
-        DiscreteSchedule::linear(self.schedule.0, self.schedule.1, self.schedule.2)?;
+        self.schedule.build()?;
         Ok(())
     }
 }
@@ -160,15 +176,54 @@ pub struct Trainer {
     params: Vec<(String, Tensor, Tensor, Tensor)>,
     alphas_cumprod: Vec<f64>,
     step: u64,
+    /// The dynamic loss scale of a mixed-precision run.
+    scaler: Option<LossScale>,
+}
+
+/// Dynamic loss scaling for f16 gradients, with PyTorch's `GradScaler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LossScale {
+    scale: f64,
+    clean_steps: u32,
+}
+
+impl LossScale {
+    const GROWTH_INTERVAL: u32 = 2000;
+
+    fn new() -> Self {
+        Self { scale: 65536.0, clean_steps: 0 }
+    }
+
+    /// After a step: halve on overflow (that step's update was skipped), double after
+    /// `GROWTH_INTERVAL` clean steps in a row.
+    fn update(&mut self, overflow: bool) {
+        if overflow {
+            self.scale = (self.scale * 0.5).max(1.0);
+            self.clean_steps = 0;
+        } else {
+            self.clean_steps += 1;
+            if self.clean_steps == Self::GROWTH_INTERVAL {
+                self.scale = (self.scale * 2.0).min(f64::from(f32::MAX));
+                self.clean_steps = 0;
+            }
+        }
+    }
 }
 
 impl Trainer {
     /// A fresh run from a random initialisation drawn from `config.seed`.
     pub fn new(model_config: DdpmConfig, config: TrainConfig, device: Device) -> Result<Self> {
         config.validate()?;
+        if config.precision == Precision::Mixed && !device.is_cuda() {
+            return Err(Error::param(
+                "precision",
+                format!("mixed precision (f16 autocast) needs a CUDA device, got {device:?}; train in f32 on this device"),
+            ));
+        }
         let net = DdpmUNet::random(model_config.clone(), device, Kind::Float, config.seed)?;
         let ema = DdpmUNet::from_state_dict(model_config.clone(), net.state_dict()?, device, Kind::Float, Path::new("<ema init>"))?;
-        Self::assemble(model_config, config, net, ema, None, 0)
+        let scaler = (config.precision == Precision::Mixed).then(LossScale::new);
+        Self::assemble(model_config, config, net, ema, None, 0, scaler)
     }
 
     fn assemble(
@@ -178,8 +233,9 @@ impl Trainer {
         ema: DdpmUNet,
         moments: Option<&StateDict>,
         step: u64,
+        scaler: Option<LossScale>,
     ) -> Result<Self> {
-        let sched = DiscreteSchedule::linear(config.schedule.0, config.schedule.1, config.schedule.2)?;
+        let sched = config.schedule.build()?;
         net.var_store_mut().unfreeze();
         let vars = net.var_store().variables();
         let mut names: Vec<&String> = vars.keys().collect();
@@ -204,6 +260,7 @@ impl Trainer {
             params,
             alphas_cumprod: sched.alphas_cumprod().to_vec(),
             step,
+            scaler,
         })
     }
 
@@ -215,6 +272,11 @@ impl Trainer {
     /// The run's settings.
     pub fn config(&self) -> &TrainConfig {
         &self.config
+    }
+
+    /// The network's architecture.
+    pub fn model_config(&self) -> &DdpmConfig {
+        &self.model_config
     }
 
     /// One optimisation step; returns the loss.
@@ -263,20 +325,32 @@ impl Trainer {
                 let _ = g.f_zero_()?;
             }
         }
-        let pred = self.net.forward(&xt_t, &t_t)?;
-        let loss = pred.f_sub(&eps_t)?.f_square()?.f_mean(Kind::Float)?;
-        loss.f_backward()?;
+        let pred = match self.scaler {
+            Some(_) => tch::autocast(true, || self.net.forward(&xt_t, &t_t))?,
+            None => self.net.forward(&xt_t, &t_t)?,
+        };
+        let loss = pred.f_to_kind(Kind::Float)?.f_sub(&eps_t)?.f_square()?.f_mean(Kind::Float)?;
+        let scale = self.scaler.map_or(1.0, |s| s.scale);
+        loss.f_mul_scalar(scale)?.f_backward()?;
         let loss_value = loss.f_double_value(&[])?;
-        if !loss_value.is_finite() {
-            return Err(Error::Model(format!("the loss became {loss_value} at step {}", self.step)));
+        if !loss_value.is_finite() && self.scaler.is_none() {
+            return Err(Error::Model(format!(
+                "the loss became {loss_value} at step {}; lower the learning rate",
+                self.step
+            )));
         }
-        self.apply_adam()?;
+        let applied = self.apply_adam(scale)?;
+        if let Some(scaler) = &mut self.scaler {
+            scaler.update(!applied);
+        }
         self.update_ema()?;
         self.step += 1;
         Ok(loss_value)
     }
 
-    fn apply_adam(&mut self) -> Result<()> {
+    /// Adam on the gradients of `scale × loss`; returns false (and changes nothing) when a
+    /// mixed-precision step overflowed.
+    fn apply_adam(&mut self, scale: f64) -> Result<bool> {
         let cfg = &self.config;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         let step = (self.step + 1) as f64;
@@ -290,8 +364,18 @@ impl Trainer {
                 sq += g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
             }
         }
-        let norm = sq.sqrt();
-        let clip = if norm > cfg.grad_clip { cfg.grad_clip / (norm + 1e-6) } else { 1.0 };
+        let norm = sq.sqrt() / scale;
+        if !norm.is_finite() {
+            if self.scaler.is_some() {
+                return Ok(false);
+            }
+            return Err(Error::Model(format!(
+                "the gradients became {norm} at step {}; lower the learning rate",
+                self.step
+            )));
+        }
+        // Unscale and clip in one factor.
+        let clip = if norm > cfg.grad_clip { cfg.grad_clip / (norm + 1e-6) } else { 1.0 } / scale;
         let (bc1, bc2) = (1.0 - b1.powf(step), 1.0 - b2.powf(step));
         for (_, p, m, v) in &mut self.params {
             let g = p.grad();
@@ -307,7 +391,7 @@ impl Trainer {
             let update = m.f_div_scalar(bc1)?.f_div(&denom)?.f_mul_scalar(lr)?;
             let _ = p.f_sub_(&update)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn update_ema(&mut self) -> Result<()> {
@@ -373,6 +457,7 @@ impl Trainer {
             step: self.step,
             train: self.config.clone(),
             model: self.model_config.clone(),
+            loss_scale: self.scaler,
         };
         let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Model(e.to_string()))?;
         replace_with(&dir.join("checkpoint.json"), |tmp| {
@@ -404,7 +489,17 @@ impl Trainer {
         let src = dir.join("checkpoint.safetensors");
         let net = DdpmUNet::from_state_dict(meta.model.clone(), part("model."), device, Kind::Float, &src)?;
         let ema = DdpmUNet::from_state_dict(meta.model.clone(), part("ema."), device, Kind::Float, &src)?;
-        Self::assemble(meta.model, meta.train, net, ema, Some(&sd), meta.step)
+        if meta.train.precision == Precision::Mixed && !device.is_cuda() {
+            return Err(Error::param(
+                "device",
+                format!("{} is a mixed-precision run, which needs a CUDA device, got {device:?}", dir.display()),
+            ));
+        }
+        let scaler = match meta.train.precision {
+            Precision::Mixed => Some(meta.loss_scale.unwrap_or_else(LossScale::new)),
+            Precision::F32 => None,
+        };
+        Self::assemble(meta.model, meta.train, net, ema, Some(&sd), meta.step, scaler)
     }
 
     /// Write the EMA weights as a model folder that [`DdpmUNet::load`] reads:
@@ -425,6 +520,8 @@ struct CheckpointMeta {
     step: u64,
     train: TrainConfig,
     model: DdpmConfig,
+    #[serde(default)]
+    loss_scale: Option<LossScale>,
 }
 
 fn tensor_from(sd: &StateDict, key: &str, device: Device) -> Result<Tensor> {
@@ -466,30 +563,42 @@ pub fn export_model(net: &DdpmUNet, train: &TrainConfig, dir: &Path) -> Result<(
     }
     let cfg = net.config().to_diffusers_json()?;
     std::fs::write(dir.join("config.json"), cfg).map_err(|e| Error::io(dir.join("config.json"), e))?;
-    let sched = serde_json::json!({
-        "_class_name": "DDPMScheduler",
-        "num_train_timesteps": train.schedule.0,
-        "beta_start": train.schedule.1,
-        "beta_end": train.schedule.2,
-        "beta_schedule": "linear",
-        "prediction_type": "epsilon",
-        "variance_type": "fixed_small",
-        "clip_sample": true
-    });
-    std::fs::write(dir.join("scheduler_config.json"), serde_json::to_string_pretty(&sched).unwrap_or_default())
-        .map_err(|e| Error::io(dir.join("scheduler_config.json"), e))?;
+    let sched_path = dir.join("scheduler_config.json");
+    std::fs::write(&sched_path, train.schedule.to_scheduler_config()).map_err(|e| Error::io(&sched_path, e))?;
     save_safetensors(&net.state_dict()?, &weights)
 }
 
-/// Read `(T, β_1, β_T)` from a model folder's `scheduler_config.json` (linear schedules).
-pub fn read_schedule(dir: &Path) -> Result<DiscreteSchedule> {
-    let path = dir.join("scheduler_config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::checkpoint(&path, e.to_string()))?;
-    let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
-    match (get("num_train_timesteps"), get("beta_start"), get("beta_end"), v.get("beta_schedule").and_then(|s| s.as_str())) {
-        (Some(t), Some(b0), Some(b1), Some("linear") | None) => DiscreteSchedule::linear(t as usize, b0, b1),
-        (Some(t), Some(b0), Some(b1), Some("scaled_linear")) => DiscreteSchedule::scaled_linear(t as usize, b0, b1),
-        _ => Err(Error::checkpoint(&path, "needs num_train_timesteps, beta_start, beta_end and a linear or scaled_linear beta_schedule")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_scale_backs_off_and_grows_like_grad_scaler() {
+        let mut s = LossScale::new();
+        s.update(true);
+        assert_eq!(s.scale, 32768.0);
+        for _ in 0..LossScale::GROWTH_INTERVAL - 1 {
+            s.update(false);
+        }
+        assert_eq!(s.scale, 32768.0);
+        s.update(false);
+        assert_eq!((s.scale, s.clean_steps), (65536.0, 0));
+        // An overflow resets the run of clean steps.
+        for _ in 0..10 {
+            s.update(false);
+        }
+        s.update(true);
+        assert_eq!((s.scale, s.clean_steps), (32768.0, 0));
+        for _ in 0..40 {
+            s.update(true);
+        }
+        assert_eq!(s.scale, 1.0, "the scale never drops below 1");
+    }
+
+    #[test]
+    fn mixed_precision_needs_cuda() {
+        let config = TrainConfig { precision: Precision::Mixed, ..TrainConfig::default() };
+        let e = Trainer::new(DdpmConfig::tiny(), config, Device::Cpu).err().expect("CPU mixed precision must be refused");
+        assert!(e.to_string().contains("CUDA"), "{e}");
     }
 }

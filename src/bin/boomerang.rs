@@ -1,6 +1,6 @@
 //! `boomerang`: Boomerang local sampling from the command line.
 //!
-//! Subcommands: `sample`, `enhance`, `anonymize`, `augment`, `convert`, `info`; run
+//! Subcommands: `sample`, `enhance`, `anonymize`, `augment`, `train`, `convert`, `info`; run
 //! `boomerang --help` or `boomerang <command> --help` for options and examples. Every bad
 //! input gives a message and a non-zero exit status (2: bad arguments or input, 1: the run
 //! failed); existing files are never replaced unless `--overwrite` is given.
@@ -28,6 +28,8 @@ mod info;
 mod model;
 #[path = "boomerang/progress.rs"]
 mod progress;
+#[path = "boomerang/train.rs"]
+mod train;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,9 @@ impl std::fmt::Display for CliError {
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
+  # The built-in model, offline: local samples of a 32×32 image at t = 0.1 … 0.9
+  boomerang sample --t 0.1,0.3,0.5,0.7,0.9 -k 4 --grid -o out/ shape.png
+
   # Four local samples of each image at t = 0.2 and t = 0.5, with a picture per input
   boomerang sample --model gaussian:0,0.5 --t 0.2,0.5 -k 4 --grid -o out/ photo.png
 
@@ -119,13 +124,17 @@ Examples:
   # Three augmented copies per training image, t drawn in [0.2, 0.4]
   boomerang augment --model empirical:train/ --t-range 0.2:0.4 -k 3 --input train/ --output train-boom/
 
+  # Train your own model on a folder of images, then use it
+  boomerang train --data faces/ --size 64 --steps 50000 -o ddpm_faces/
+
   # Inspect and convert a checkpoint
   boomerang info model-790000.ckpt
   boomerang convert model-790000.ckpt ddpm_cifar10.safetensors
 
 Models: --model takes a DDPM UNet checkpoint (file or diffusers folder), a Stable Diffusion
-diffusers folder (with the tch feature), or an analytic stand-in: gaussian:MEAN,STD or
-empirical:FOLDER (exact denoisers, no network).
+diffusers folder, your own model from `boomerang train`, or an analytic stand-in:
+gaussian:MEAN,STD or empirical:FOLDER (exact denoisers, no network). Without --model, the
+built-in shapes32 runs: a small DDPM UNet of 32×32 coloured shapes, embedded in the crate.
 t: a fraction of the diffusion like 0.3, or an integer training step like 300.";
 
 /// Boomerang: local sampling on image manifolds with pretrained diffusion models.
@@ -181,6 +190,14 @@ Writes OUTPUT/<class>/<name>_boom<K>.png."
     #[command(after_help = "Examples:\n  boomerang convert model-790000.ckpt ddpm.safetensors\n  \
 boomerang convert --select ema checkpoint.pth ema.safetensors\n\nPickles are read by a restricted reader that never runs code.")]
     Convert(info::ConvertArgs),
+    /// Train a DDPM UNet on a folder of images; writes a model folder for --model.
+    #[command(
+        after_help = "Examples:\n  boomerang train --data faces/ --size 64 --steps 50000 -o ddpm_faces/\n  \
+boomerang train --shapes --size 32 --channels 32 --res-blocks 1 --attn 8 --norm-groups 8 --lr 1e-3 -o shapes/\n\n\
+Writes OUTPUT/config.json, scheduler_config.json and diffusion_pytorch_model.safetensors (EMA weights),\n\
+and OUTPUT/training/ (resumable checkpoint, loss.csv). Interrupted? Run the same command again."
+    )]
+    Train(train::TrainArgs),
     /// Show what a model file or folder holds: keys, shapes, dtypes, detected family.
     #[command(
         after_help = "Examples:\n  boomerang info model-790000.ckpt\n  boomerang info --json --limit 20 stable-diffusion-v1-5/"
@@ -363,6 +380,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Augment(a) => augment(a, cli.quiet),
         Command::Convert(a) => info::convert(&a),
         Command::Info(a) => info::info(&a),
+        Command::Train(a) => train::train(a, cli.quiet),
     }
 }
 

@@ -235,6 +235,34 @@ impl TensorData {
     }
 }
 
+impl TensorData {
+    /// The tensor with its values rounded to another floating-point `dtype` (`F64`, `F32`,
+    /// `F16`, `BF16`; round to nearest even), e.g. to store f32 weights in half precision.
+    /// Non-float tensors and targets are an error.
+    pub fn to_float_dtype(&self, dtype: DType) -> Result<TensorData> {
+        if !self.dtype.is_float() || !dtype.is_float() {
+            return Err(Error::InvalidInput(format!(
+                "can only convert between float dtypes, not {} to {}",
+                self.dtype, dtype
+            )));
+        }
+        if dtype == self.dtype {
+            return Ok(self.clone());
+        }
+        let values = self.to_f32_vec()?;
+        let mut data = Vec::with_capacity(values.len() * dtype.size_in_bytes());
+        for &v in &values {
+            match dtype {
+                DType::F64 => data.extend_from_slice(&f64::from(v).to_le_bytes()),
+                DType::F32 => data.extend_from_slice(&v.to_le_bytes()),
+                DType::F16 => data.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+                _ => data.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
+            }
+        }
+        TensorData::new(dtype, self.shape.clone(), data)
+    }
+}
+
 /// An ordered map from parameter names to tensors: a model's `state_dict`.
 ///
 /// The order is the order in the file (for PyTorch pickles, `state_dict()`'s registration
@@ -442,5 +470,23 @@ mod tests {
             TensorData::from_f32(vec![usize::MAX, 2], &[]).numel(),
             usize::MAX
         );
+    }
+
+    #[test]
+    fn float_casts_round_to_nearest_and_refuse_integers() {
+        let t = TensorData::from_f32(vec![4], &[1.0, 1.0 + 1.0 / 4096.0, -3.140625, 65520.0]);
+        let h = t.to_float_dtype(DType::F16).unwrap();
+        assert_eq!((h.dtype, h.data.len()), (DType::F16, 8));
+        // 1 + 2⁻¹² is below half an f16 ulp of 1 (2⁻¹¹) and rounds to 1; -3.140625 needs 7
+        // mantissa bits (exact); 65520 is the tie between 65504 (odd) and 2¹⁶, so it rounds
+        // to even, past f16's largest finite value, to infinity.
+        assert_eq!(h.to_f32_vec().unwrap(), vec![1.0, 1.0, -3.140625, f32::INFINITY]);
+        let back = h.to_float_dtype(DType::F32).unwrap();
+        assert_eq!(back.to_f32_vec().unwrap(), h.to_f32_vec().unwrap());
+        let b = t.to_float_dtype(DType::BF16).unwrap();
+        assert_eq!(b.to_f32_vec().unwrap()[2], -3.140625);
+        let i = TensorData::new(DType::I8, vec![1], vec![1]).unwrap();
+        assert!(i.to_float_dtype(DType::F16).is_err());
+        assert!(t.to_float_dtype(DType::I32).is_err());
     }
 }

@@ -38,6 +38,7 @@
 
 pub mod ddpm;
 pub mod loading;
+pub mod pretrained;
 pub mod stable_diffusion;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

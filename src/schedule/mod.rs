@@ -1,10 +1,12 @@
 //! Noise schedules: discrete VP (linear, scaled-linear, cosine, any betas) and continuous VE
 //! and VP SDEs, behind one [`NoiseSchedule`] that samplers ask everything they need.
 
+mod config;
 mod discrete;
 mod level;
 mod sde;
 
+pub use config::BetaSchedule;
 pub use discrete::DiscreteSchedule;
 pub(crate) use discrete::{linspace, posterior_mean_coefs};
 pub use level::NoiseLevel;

@@ -3,8 +3,6 @@
 //! kill and resume, sharding (flags and environment), inputs untouched, outputs inside the
 //! input refused, odd and corrupt images reported and skipped, distances growing with t.
 
-
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

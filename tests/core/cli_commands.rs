@@ -1,8 +1,6 @@
 //! `boomerang sample | enhance | augment | convert | info` and bad input handling, run on the
 //! built binary.
 
-
-
 use crate::cli_common::*;
 
 const MODEL: &str = "gaussian:0,0.5";

@@ -1,9 +1,6 @@
 //! The command line tool on a real (tiny, random) DDPM UNet checkpoint: a diffusers folder
 //! from tests/fixtures/ddpm (made by tools/make_ddpm_fixtures.py).
 
-
-
-
 use crate::cli_common::*;
 
 fn fixture(name: &str) -> String {

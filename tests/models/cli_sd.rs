@@ -1,9 +1,6 @@
 //! The command line tool on a tiny random Stable Diffusion pipeline (tests/fixtures/sd/sd1,
 //! made by tools/make_sd_fixtures.py): latent-space Boomerang through the same commands.
 
-
-
-
 use crate::cli_common::*;
 
 fn sd1() -> String {

@@ -2,7 +2,6 @@
 //! DDPM, DDIM, and FastDPM STEP / VAR grids with κ = η ∈ {0, 1}; plus one DDIM reverse step
 //! against a float64 PyTorch reference.
 
-
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,6 @@
 //! `UNet2DModel` to 1e-6). Error measure: `max|a − b| / max|b|` over the whole output, `a`
 //! from Rust, `b` the PyTorch reference, both f32 on the CPU; tolerance 1e-4.
 
-
 use std::path::{Path, PathBuf};
 
 use boomerang::checkpoint::{load_state_dict, StateDict, TensorData};

@@ -12,6 +12,7 @@ mod cli_common;
 mod apps_lpips;
 mod cli_ddpm;
 mod cli_sd;
+mod cli_train;
 mod ddpm_boomerang;
 mod ddpm_parity;
 mod sd_memory;

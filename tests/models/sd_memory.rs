@@ -4,7 +4,6 @@
 //!
 //! `cargo test --release --test models sd_memory -- --ignored --nocapture`
 
-
 use boomerang::models::stable_diffusion::{UNet2DConditionModel, UNetConfig};
 use boomerang::models::{Device, Kind, TchDenoiser};
 use boomerang::{Condition, Denoiser, Parameterization};

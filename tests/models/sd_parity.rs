@@ -14,7 +14,6 @@
 //! Error measure: `max|a − b| / max|b|` over the whole tensor, `a` from Rust, `b` the Python
 //! reference, both f32 on the CPU; tolerance 1e-4.
 
-
 use std::path::{Path, PathBuf};
 
 use boomerang::checkpoint::{load_state_dict, save_safetensors, StateDict, TensorData};

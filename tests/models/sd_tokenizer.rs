@@ -8,7 +8,6 @@
 //! Fixtures: `tests/fixtures/sd/{sd1,sd2}/tokenizer/` and `reference/tokenizer.json`, written
 //! by `tools/make_sd_fixtures.py`.
 
-
 use std::path::{Path, PathBuf};
 
 use boomerang::models::stable_diffusion::ClipTokenizer;

@@ -1,6 +1,5 @@
 //! Training a DDPM UNet: the loss falls, resuming is exact, the export loads.
 
-
 use boomerang::models::ddpm::{DdpmConfig, DdpmUNet};
 use boomerang::models::{Device, Kind};
 use boomerang::shapes::Shapes;
@@ -66,7 +65,7 @@ fn loss_falls_resume_is_exact_and_export_loads() {
     for (k, v) in sa.iter() {
         assert_eq!(v.data, sl.get(k).unwrap().data, "{k}");
     }
-    let sched = boomerang::train::read_schedule(&out).unwrap();
+    let sched = boomerang::schedule::BetaSchedule::read(&out).unwrap().build().unwrap();
     assert_eq!(sched.num_steps(), 1000);
     for d in [a, b, out] {
         std::fs::remove_dir_all(d).unwrap();

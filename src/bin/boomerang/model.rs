@@ -20,11 +20,12 @@ use crate::CliError;
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// The model: a checkpoint file or folder (family detected from its contents: DDPM UNet
-    /// checkpoints, Stable Diffusion diffusers folders), or an analytic stand-in:
-    /// `gaussian:MEAN,STD` (exact denoiser of Gaussian pixels) or `empirical:FOLDER` (exact
-    /// denoiser of the images in FOLDER).
+    /// checkpoints, Stable Diffusion diffusers folders), the embedded `builtin:shapes32`, or
+    /// an analytic stand-in: `gaussian:MEAN,STD` (exact denoiser of Gaussian pixels) or
+    /// `empirical:FOLDER` (exact denoiser of the images in FOLDER) [default:
+    /// builtin:shapes32, a small DDPM UNet of 32×32 coloured shapes that ships with the crate].
     #[arg(long, value_name = "MODEL")]
-    pub model: String,
+    pub model: Option<String>,
 
     /// Reverse sampler [default: ddpm; ddim for Stable Diffusion].
     #[arg(long, value_enum)]
@@ -148,6 +149,8 @@ pub enum ModelSpec {
     },
     /// `empirical:FOLDER`.
     Empirical(PathBuf),
+    /// `builtin:shapes32`, the embedded default model.
+    Builtin,
     /// A checkpoint file or folder.
     Path(PathBuf),
 }
@@ -155,6 +158,12 @@ pub enum ModelSpec {
 impl ModelSpec {
     /// Parse the `--model` value.
     pub fn parse(s: &str) -> Result<Self, CliError> {
+        if let Some(rest) = s.strip_prefix("builtin:") {
+            return match rest {
+                "shapes32" => Ok(ModelSpec::Builtin),
+                _ => Err(CliError::usage(format!("--model {s}: the built-in model is builtin:shapes32"))),
+            };
+        }
         if let Some(rest) = s.strip_prefix("gaussian:") {
             let parts: Vec<&str> = rest.split(',').collect();
             let nums: Option<Vec<f64>> = parts.iter().map(|p| p.trim().parse::<f64>().ok()).collect();
@@ -345,7 +354,15 @@ fn settings(which: SamplerArg, args: &ModelArgs, spacing: Spacing) -> Vec<(&'sta
 /// Load whatever `--model` names. New families plug in here.
 pub fn load_runner(args: &ModelArgs) -> Result<Loaded, CliError> {
     check_common(args)?;
-    match ModelSpec::parse(&args.model)? {
+    let spec = match &args.model {
+        Some(m) => ModelSpec::parse(m)?,
+        None => ModelSpec::Builtin,
+    };
+    match spec {
+        ModelSpec::Builtin => {
+            refuse_text_options(args, "shapes32")?;
+            load_builtin(args)
+        }
         ModelSpec::Gaussian { mean, std } => {
             check_cpu_f32(args, "gaussian")?;
             refuse_text_options(args, "gaussian")?;
@@ -450,7 +467,7 @@ fn load_ddpm(path: &Path, args: &ModelArgs) -> Result<Loaded, CliError> {
     let mut schedule = None;
     for dir in schedule_dirs(path) {
         if dir.join("scheduler_config.json").is_file() {
-            schedule = Some(boomerang::train::read_schedule(&dir)?);
+            schedule = Some(boomerang::schedule::BetaSchedule::read(&dir)?.build()?);
             break;
         }
     }
@@ -522,6 +539,30 @@ fn load_sd(path: &Path, args: &ModelArgs) -> Result<Loaded, CliError> {
         name: format!("stable-diffusion:{}", path.display()),
         settings: s,
     })
+}
+
+/// The embedded default model: DDPM's sampler over every training step unless asked
+/// otherwise, like any DDPM checkpoint.
+#[cfg(feature = "tch")]
+fn load_builtin(args: &ModelArgs) -> Result<Loaded, CliError> {
+    use boomerang::models::{parse_device, parse_kind, pretrained, TchDenoiser};
+    let unet = pretrained::shapes32(parse_device(&args.device)?, parse_kind(&args.dtype)?)?;
+    let denoiser = TchDenoiser::new(unet).with_max_batch(args.batch_size)?;
+    pixel_runner(
+        Box::new(denoiser),
+        pretrained::shapes32_schedule()?.into(),
+        format!("builtin:{}", pretrained::SHAPES32),
+        args,
+    )
+}
+
+#[cfg(not(feature = "tch"))]
+fn load_builtin(_args: &ModelArgs) -> Result<Loaded, CliError> {
+    Err(CliError::unsupported(
+        "the built-in model (the default --model) runs on libtorch, and this boomerang was built \
+         without the `tch` feature: pass --model gaussian:MEAN,STD or empirical:FOLDER, or build with \
+         default features",
+    ))
 }
 
 #[cfg(not(feature = "tch"))]
