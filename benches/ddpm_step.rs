@@ -43,25 +43,20 @@ impl TchModule for Identity {
 }
 
 fn bench(c: &mut Criterion) {
-    let device =
-        parse_device(&std::env::var("BOOMERANG_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into()))
-            .expect("BOOMERANG_BENCH_DEVICE");
+    let device = parse_device(&std::env::var("BOOMERANG_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into()))
+        .expect("BOOMERANG_BENCH_DEVICE");
     let threads = std::env::var("BOOMERANG_BENCH_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     tch::set_num_threads(threads);
-    for (name, config) in [
-        ("tiny", DdpmConfig::tiny()),
-        ("cifar10", DdpmConfig::cifar10()),
-    ] {
+    for (name, config) in [("tiny", DdpmConfig::tiny()), ("cifar10", DdpmConfig::cifar10())] {
         let res = config.resolution;
         let identity = TchDenoiser::new(Identity {
             spec: config.spec(),
             device,
         });
-        let d =
-            TchDenoiser::new(DdpmUNet::random(config, device, Kind::Float, 0).expect("network"));
+        let d = TchDenoiser::new(DdpmUNet::random(config, device, Kind::Float, 0).expect("network"));
         let mut group = c.benchmark_group(format!("ddpm_{name}"));
         if name == "cifar10" {
             group.sample_size(10);
@@ -75,17 +70,10 @@ fn bench(c: &mut Criterion) {
                 .to_device(device);
             let t = Tensor::full([batch as i64], 500.0, (Kind::Float, device));
             group.bench_with_input(BenchmarkId::new("denoiser", batch), &batch, |b, _| {
-                b.iter(|| {
-                    d.predict(x.view(), 500.0, &Condition::None)
-                        .expect("predict")
-                })
+                b.iter(|| d.predict(x.view(), 500.0, &Condition::None).expect("predict"))
             });
             group.bench_with_input(BenchmarkId::new("boundary", batch), &batch, |b, _| {
-                b.iter(|| {
-                    identity
-                        .predict(x.view(), 500.0, &Condition::None)
-                        .expect("identity")
-                })
+                b.iter(|| identity.predict(x.view(), 500.0, &Condition::None).expect("identity"))
             });
             group.bench_with_input(BenchmarkId::new("tensor", batch), &batch, |b, _| {
                 b.iter(|| {

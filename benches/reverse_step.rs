@@ -22,7 +22,13 @@ fn bench(c: &mut Criterion) {
         let label = format!("{}x{}x{}x{}", shape.0, shape.1, shape.2, shape.3);
         group.bench_function(BenchmarkId::new("copy", &label), |b| b.iter(|| black_box(x.clone())));
         let samplers = [
-            ("ddpm", Sampler::Ddpm { variance: Variance::FixedSmall }, &vp),
+            (
+                "ddpm",
+                Sampler::Ddpm {
+                    variance: Variance::FixedSmall,
+                },
+                &vp,
+            ),
             ("ddim_eta0", Sampler::ddim(0.0), &vp),
             ("ddim_eta1", Sampler::ddim(1.0), &vp),
             ("pc", Sampler::predictor_corrector(), &ve),
@@ -30,12 +36,27 @@ fn bench(c: &mut Criterion) {
         for (name, sampler, sched) in samplers {
             let start = sched.start(TimeSpec::fraction(0.5)).unwrap();
             let grid = Spacing::Full.grid(sched, start).unwrap();
-            let pred = Prediction { x0: x.clone(), eps: x.clone(), variance_frac: None };
+            let pred = Prediction {
+                x0: x.clone(),
+                eps: x.clone(),
+                variance_frac: None,
+            };
             let mut noise = NoiseStreams::keyed(0, &(0..shape.0 as u64).collect::<Vec<_>>());
             group.bench_function(BenchmarkId::new(name, &label), |b| {
                 b.iter(|| {
                     let mut model = |_x: ndarray::ArrayView4<'_, f32>, _p: &boomerang::GridPoint| Ok(pred.clone());
-                    black_box(sampler.step(&mut model, x.view(), &grid[0], grid.get(1), &mut noise, &mut Default::default()).unwrap())
+                    black_box(
+                        sampler
+                            .step(
+                                &mut model,
+                                x.view(),
+                                &grid[0],
+                                grid.get(1),
+                                &mut noise,
+                                &mut Default::default(),
+                            )
+                            .unwrap(),
+                    )
                 })
             });
         }

@@ -24,9 +24,7 @@ const CONFIG: &str = r#"{
 
 fn unet() -> UNet2DConditionModel {
     let config = UNetConfig::from_json(CONFIG).unwrap();
-    let mut unet =
-        UNet2DConditionModel::new(config, Parameterization::Epsilon, Device::Cpu, Kind::Float)
-            .unwrap();
+    let mut unet = UNet2DConditionModel::new(config, Parameterization::Epsilon, Device::Cpu, Kind::Float).unwrap();
     unet.randomize(0).unwrap();
     unet
 }

@@ -34,10 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out_dir)?;
     let started = std::time::Instant::now();
     let family = pretrained::shapes32_family();
-    let runner = Boomerang::builder(pretrained::shapes32_denoiser(Device::Cpu)?, pretrained::shapes32_schedule()?)
-        .sampler(Sampler::ddpm())
-        .spacing(Spacing::Uniform(250))
-        .build()?;
+    let runner = Boomerang::builder(
+        pretrained::shapes32_denoiser(Device::Cpu)?,
+        pretrained::shapes32_schedule()?,
+    )
+    .sampler(Sampler::ddpm())
+    .spacing(Spacing::Uniform(250))
+    .build()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let input = family.sample(1, &mut rng);
     let input_fit = family.fit(input.index_axis(Axis(0), 0))?;
@@ -49,10 +52,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     let mut csv = String::from("t,steps,rmse_to_input,ssim_to_input,same_kind,fit_rmse,members\n");
     println!("Boomerang with the default model (shapes32, DDPM sampler over 250 of 1000 steps), {K} samples per t:");
-    println!("{:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9}", "t", "steps", "RMSE", "SSIM", "same kind", "fit RMSE", "members");
+    println!(
+        "{:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "t", "steps", "RMSE", "SSIM", "same kind", "fit RMSE", "members"
+    );
     for (i, t) in [0.1, 0.3, 0.5, 0.7, 0.9].into_iter().enumerate() {
         let keys: Vec<u64> = (0..K as u64).map(|k| (i as u64) << 32 | k).collect();
-        let out = runner.run_with(batch.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(7, &keys), None)?;
+        let out = runner.run_with(
+            batch.view(),
+            TimeSpec::fraction(t),
+            &mut NoiseStreams::keyed(7, &keys),
+            None,
+        )?;
         let fits = family.fit_batch(out.sample.view())?;
         let x = input.index_axis(Axis(0), 0);
         let mut d = [0f64; 2];
@@ -62,14 +73,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let same_kind = fits.iter().filter(|f| f.params.kind == input_fit.params.kind).count();
         let (fit, members) = fit_summary(&fits);
-        println!("{t:>5.1} {:>6} {:>10.3} {:>10.3} {:>8}/{K} {fit:>10.3} {members:>7}/{K}", out.steps, d[0], d[1], same_kind);
+        println!(
+            "{t:>5.1} {:>6} {:>10.3} {:>10.3} {:>8}/{K} {fit:>10.3} {members:>7}/{K}",
+            out.steps, d[0], d[1], same_kind
+        );
         csv += &format!("{t},{},{},{},{same_kind},{fit},{members}\n", out.steps, d[0], d[1]);
-        rows.push(concatenate(Axis(0), &[input.view(), out.x_t.slice(s![0..1, .., .., ..]), out.sample.view()])?);
+        rows.push(concatenate(
+            Axis(0),
+            &[input.view(), out.x_t.slice(s![0..1, .., .., ..]), out.sample.view()],
+        )?);
     }
 
     // Cascaded enhancement of a 4× downsampled input.
     let low = resize(input.view(), SIZE / 4, SIZE / 4, ResizeFilter::Bilinear)?;
-    let opts = EnhanceOptions { passes: 3, seed: 11, ..EnhanceOptions::new(TimeSpec::fraction(0.2)) };
+    let opts = EnhanceOptions {
+        passes: 3,
+        seed: 11,
+        ..EnhanceOptions::new(TimeSpec::fraction(0.2))
+    };
     let up = enhance(&runner, low.view(), &[1], (SIZE, SIZE), &opts)?;
     let blocky = resize(low.view(), SIZE, SIZE, ResizeFilter::Nearest)?;
     let mut cascade = vec![blocky.view(), up.upsampled.view()];
@@ -86,7 +107,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Pure noise: does the model generate members of the family?
     let noise_batch = Array4::<f32>::zeros((K + 2, 3, SIZE, SIZE));
     let keys: Vec<u64> = (0..(K + 2) as u64).map(|k| 99 << 32 | k).collect();
-    let generated = runner.run_with(noise_batch.view(), TimeSpec::fraction(1.0), &mut NoiseStreams::keyed(7, &keys), None)?;
+    let generated = runner.run_with(
+        noise_batch.view(),
+        TimeSpec::fraction(1.0),
+        &mut NoiseStreams::keyed(7, &keys),
+        None,
+    )?;
     let (fit, members) = fit_summary(&family.fit_batch(generated.sample.view())?);
     let fresh = family.sample(K + 2, &mut rng);
     let (member_fit, _) = fit_summary(&family.fit_batch(fresh.view())?);

@@ -29,9 +29,7 @@ fn main() {
 #[cfg(feature = "tch")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     use boomerang::image_io::{self, ColorMode, ResizeFilter};
-    use boomerang::models::stable_diffusion::{
-        LatentMode, SdBoomerangParams, SdOptions, StableDiffusion,
-    };
+    use boomerang::models::stable_diffusion::{LatentMode, SdBoomerangParams, SdOptions, StableDiffusion};
     use boomerang::models::{parse_device, parse_kind};
     use boomerang::{DataRange, NoiseStreams, Sampler, Spacing, TimeSpec};
     use ndarray::{concatenate, Axis};

@@ -111,7 +111,9 @@ impl Denoiser for EmpiricalDenoiser {
                 } else {
                     // σ = 0: the nearest neighbour.
                     let m = d2.iter().cloned().fold(f64::INFINITY, f64::min);
-                    d2.iter().map(|&d| if d == m { 0.0 } else { f64::NEG_INFINITY }).collect()
+                    d2.iter()
+                        .map(|&d| if d == m { 0.0 } else { f64::NEG_INFINITY })
+                        .collect()
                 };
                 let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let w: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();

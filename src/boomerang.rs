@@ -54,10 +54,7 @@ impl<D: Denoiser> BoomerangBuilder<D> {
 
     /// Classifier-free guidance with `scale` against the `unconditional` condition.
     pub fn guidance(mut self, scale: f64, unconditional: Condition) -> Self {
-        self.guidance = Some(Guidance {
-            scale,
-            unconditional,
-        });
+        self.guidance = Some(Guidance { scale, unconditional });
         self
     }
 
@@ -75,7 +72,10 @@ impl<D: Denoiser> BoomerangBuilder<D> {
         }
         if let Some(g) = &self.guidance {
             if !g.scale.is_finite() {
-                return Err(Error::param("guidance scale", format!("must be finite, got {}", g.scale)));
+                return Err(Error::param(
+                    "guidance scale",
+                    format!("must be finite, got {}", g.scale),
+                ));
             }
         }
         if spec.time_input == TimeInput::ContinuousTime && self.schedule.as_discrete().is_some() {

@@ -105,7 +105,10 @@ impl DenoiserSpec {
             return Err(Error::InvalidInput(format!("{what}: the batch is empty")));
         }
         if h == 0 || w == 0 || c == 0 {
-            return Err(Error::Shape(format!("{what}: shape {:?} has a zero-sized axis", x.shape())));
+            return Err(Error::Shape(format!(
+                "{what}: shape {:?} has a zero-sized axis",
+                x.shape()
+            )));
         }
         if let Some(ch) = self.channels {
             if c != ch {
@@ -238,12 +241,7 @@ pub trait Denoiser {
 
     /// Predict with a learned variance (models with `learned_variance`); the default
     /// returns [`predict`](Denoiser::predict) with no variance.
-    fn predict_variance(
-        &self,
-        x: ArrayView4<'_, f32>,
-        time: f64,
-        condition: &Condition,
-    ) -> Result<RawPrediction> {
+    fn predict_variance(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<RawPrediction> {
         Ok(RawPrediction {
             output: self.predict(x, time, condition)?,
             variance_frac: None,

@@ -101,7 +101,9 @@ pub fn image_to_array(img: &DynamicImage, mode: ColorMode, range: DataRange) -> 
 pub fn array_to_image(x: ArrayView3<'_, f32>, range: DataRange) -> Result<DynamicImage> {
     let (c, h, w) = x.dim();
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::InvalidInput("image array contains NaN or infinite values".into()));
+        return Err(Error::InvalidInput(
+            "image array contains NaN or infinite values".into(),
+        ));
     }
     let (lo, hi) = range.bounds();
     let q = |v: f32| (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8;
@@ -152,8 +154,14 @@ pub fn save_image(path: impl AsRef<Path>, x: ArrayView3<'_, f32>, range: DataRan
 /// `name.ext` -> `.name.ext.<pid>.tmp` in the same folder (same file system, so the final
 /// rename is atomic).
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp.{ext}", std::process::id()))
 }
 
@@ -162,7 +170,9 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 pub fn grid(batch: ArrayView4<'_, f32>, cols: usize, pad: usize, fill: f32) -> Result<Array3<f32>> {
     let (n, c, h, w) = batch.dim();
     if n == 0 || cols == 0 {
-        return Err(Error::InvalidInput("grid needs at least one image and one column".into()));
+        return Err(Error::InvalidInput(
+            "grid needs at least one image and one column".into(),
+        ));
     }
     let rows = n.div_ceil(cols);
     let cols = cols.min(n);
@@ -231,9 +241,7 @@ fn weights(input: usize, output: usize, filter: ResizeFilter) -> Vec<(usize, Vec
             let center = (o as f64 + 0.5) * scale;
             let lo = ((center - radius).floor().max(0.0)) as usize;
             let hi = (((center + radius).ceil()) as usize).min(input);
-            let mut ws: Vec<f64> = (lo..hi)
-                .map(|i| kernel((i as f64 + 0.5 - center) / fscale))
-                .collect();
+            let mut ws: Vec<f64> = (lo..hi).map(|i| kernel((i as f64 + 0.5 - center) / fscale)).collect();
             let sum: f64 = ws.iter().sum();
             if sum != 0.0 {
                 ws.iter_mut().for_each(|v| *v /= sum);

@@ -74,8 +74,7 @@ pub mod train;
 
 pub use crate::boomerang::{boomerang, Boomerang, BoomerangBuilder, BoomerangOutput};
 pub use denoiser::{
-    Condition, DataRange, Denoiser, DenoiserSpec, FnDenoiser, Guidance, Parameterization, RawPrediction,
-    TimeInput,
+    Condition, DataRange, Denoiser, DenoiserSpec, FnDenoiser, Guidance, Parameterization, RawPrediction, TimeInput,
 };
 pub use error::{Error, Result};
 pub use noise::NoiseStreams;

@@ -63,7 +63,10 @@ impl Shapes {
     /// The family at `size × size` pixels (`size ≥ 8`).
     pub fn new(size: usize) -> Result<Self> {
         if size < 8 {
-            return Err(Error::param("size", format!("images need at least 8×8 pixels, got {size}")));
+            return Err(Error::param(
+                "size",
+                format!("images need at least 8×8 pixels, got {size}"),
+            ));
         }
         Ok(Self { size })
     }
@@ -84,8 +87,16 @@ impl Shapes {
             cy: rng.gen_range(margin..n - margin),
             cx: rng.gen_range(margin..n - margin),
             size,
-            color: [rng.gen_range(0.0..1.0), rng.gen_range(0.0..1.0), rng.gen_range(0.0..1.0)],
-            background: [rng.gen_range(-1.0..-0.4), rng.gen_range(-1.0..-0.4), rng.gen_range(-1.0..-0.4)],
+            color: [
+                rng.gen_range(0.0..1.0),
+                rng.gen_range(0.0..1.0),
+                rng.gen_range(0.0..1.0),
+            ],
+            background: [
+                rng.gen_range(-1.0..-0.4),
+                rng.gen_range(-1.0..-0.4),
+                rng.gen_range(-1.0..-0.4),
+            ],
         }
     }
 
@@ -126,7 +137,14 @@ impl Shapes {
         let mut background = [0f32; 3];
         for (ch, bg) in background.iter_mut().enumerate() {
             let mut border: Vec<f32> = (0..n)
-                .flat_map(|i| [image[[ch, 0, i]], image[[ch, n - 1, i]], image[[ch, i, 0]], image[[ch, i, n - 1]]])
+                .flat_map(|i| {
+                    [
+                        image[[ch, 0, i]],
+                        image[[ch, n - 1, i]],
+                        image[[ch, i, 0]],
+                        image[[ch, i, n - 1]],
+                    ]
+                })
                 .collect();
             border.sort_by(f32::total_cmp);
             *bg = border[border.len() / 2];
@@ -137,12 +155,32 @@ impl Shapes {
         let count = mask.iter().filter(|m| **m).count().max(1);
         let mut color = [0f32; 3];
         for (ch, col) in color.iter_mut().enumerate() {
-            *col = (0..n * n).filter(|&i| mask[i]).map(|i| image[[ch, i / n, i % n]]).sum::<f32>() / count as f32;
+            *col = (0..n * n)
+                .filter(|&i| mask[i])
+                .map(|i| image[[ch, i / n, i % n]])
+                .sum::<f32>()
+                / count as f32;
         }
         // Search the geometry against the mask.
-        let (ys, xs): (Vec<f32>, Vec<f32>) = (0..n * n).filter(|&i| mask[i]).map(|i| ((i / n) as f32 + 0.5, (i % n) as f32 + 0.5)).unzip();
-        let (my, mx) = (ys.iter().sum::<f32>() / count as f32, xs.iter().sum::<f32>() / count as f32);
-        let mut best = (usize::MAX, ShapeParams { kind: ShapeKind::Disc, cy: my, cx: mx, size: 1.0, color, background });
+        let (ys, xs): (Vec<f32>, Vec<f32>) = (0..n * n)
+            .filter(|&i| mask[i])
+            .map(|i| ((i / n) as f32 + 0.5, (i % n) as f32 + 0.5))
+            .unzip();
+        let (my, mx) = (
+            ys.iter().sum::<f32>() / count as f32,
+            xs.iter().sum::<f32>() / count as f32,
+        );
+        let mut best = (
+            usize::MAX,
+            ShapeParams {
+                kind: ShapeKind::Disc,
+                cy: my,
+                cx: mx,
+                size: 1.0,
+                color,
+                background,
+            },
+        );
         let nf = n as f32;
         for kind in ShapeKind::ALL {
             for si in 0..=(n * 2) {
@@ -162,7 +200,17 @@ impl Shapes {
                             }
                         }
                         if wrong < best.0 {
-                            best = (wrong, ShapeParams { kind, cy, cx, size, color, background });
+                            best = (
+                                wrong,
+                                ShapeParams {
+                                    kind,
+                                    cy,
+                                    cx,
+                                    size,
+                                    color,
+                                    background,
+                                },
+                            );
                         }
                     }
                 }

@@ -93,7 +93,10 @@ impl TrainConfig {
             return Err(Error::param("lr", format!("must be positive, got {}", self.lr)));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(Error::param("ema_decay", format!("must lie in [0, 1), got {}", self.ema_decay)));
+            return Err(Error::param(
+                "ema_decay",
+                format!("must lie in [0, 1), got {}", self.ema_decay),
+            ));
         }
         if self.checkpoint_every == 0 {
             return Err(Error::param("checkpoint_every", "must be positive"));
@@ -128,7 +131,12 @@ impl TrainData {
         let mut items = Vec::with_capacity(files.len());
         for f in &files {
             let x = crate::image_io::load_image(f, crate::image_io::ColorMode::Rgb, crate::DataRange::MinusOneToOne)?;
-            items.push(crate::image_io::resize(x.view(), size, size, crate::image_io::ResizeFilter::Bicubic)?);
+            items.push(crate::image_io::resize(
+                x.view(),
+                size,
+                size,
+                crate::image_io::ResizeFilter::Bicubic,
+            )?);
         }
         let views: Vec<_> = items.iter().map(|a| a.view()).collect();
         Ok(TrainData::Images(
@@ -157,7 +165,10 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         if path.is_dir() {
             collect_images(&path, out)?;
         } else if matches!(
-            path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+            path.extension()
+                .and_then(|e| e.to_str())
+                .map(|e| e.to_ascii_lowercase())
+                .as_deref(),
             Some("png" | "jpg" | "jpeg")
         ) {
             out.push(path);
@@ -191,7 +202,10 @@ impl LossScale {
     const GROWTH_INTERVAL: u32 = 2000;
 
     fn new() -> Self {
-        Self { scale: 65536.0, clean_steps: 0 }
+        Self {
+            scale: 65536.0,
+            clean_steps: 0,
+        }
     }
 
     /// After a step: halve on overflow (that step's update was skipped), double after
@@ -217,11 +231,19 @@ impl Trainer {
         if config.precision == Precision::Mixed && !device.is_cuda() {
             return Err(Error::param(
                 "precision",
-                format!("mixed precision (f16 autocast) needs a CUDA device, got {device:?}; train in f32 on this device"),
+                format!(
+                    "mixed precision (f16 autocast) needs a CUDA device, got {device:?}; train in f32 on this device"
+                ),
             ));
         }
         let net = DdpmUNet::random(model_config.clone(), device, Kind::Float, config.seed)?;
-        let ema = DdpmUNet::from_state_dict(model_config.clone(), net.state_dict()?, device, Kind::Float, Path::new("<ema init>"))?;
+        let ema = DdpmUNet::from_state_dict(
+            model_config.clone(),
+            net.state_dict()?,
+            device,
+            Kind::Float,
+            Path::new("<ema init>"),
+        )?;
         let scaler = (config.precision == Precision::Mixed).then(LossScale::new);
         Self::assemble(model_config, config, net, ema, None, 0, scaler)
     }
@@ -286,7 +308,13 @@ impl Trainer {
         rng.set_stream(self.step + 1);
         let mut x0 = data.batch(cfg.batch_size, &mut rng);
         let (n, c, h, w) = x0.dim();
-        if (c, h, w) != (self.model_config.in_channels, self.model_config.resolution, self.model_config.resolution) {
+        if (c, h, w)
+            != (
+                self.model_config.in_channels,
+                self.model_config.resolution,
+                self.model_config.resolution,
+            )
+        {
             return Err(Error::Shape(format!(
                 "training images are {c}×{h}×{w}, the model takes {}×{r}×{r}",
                 self.model_config.in_channels,
@@ -309,12 +337,17 @@ impl Trainer {
             let a = self.alphas_cumprod[t];
             let (sa, sb) = (a.sqrt() as f32, (1.0 - a).sqrt() as f32);
             let src = x0.slice(s![i, .., .., ..]);
-            xt.slice_mut(s![i, .., .., ..]).zip_mut_with(&src, |e, &x| *e = sa * x + sb * *e);
+            xt.slice_mut(s![i, .., .., ..])
+                .zip_mut_with(&src, |e, &x| *e = sa * x + sb * *e);
         }
         let device = self.params[0].1.device();
         let to_t = |a: &Array4<f32>| -> Result<Tensor> {
-            let sl = a.as_slice().ok_or_else(|| Error::Model("non-contiguous batch".into()))?;
-            Ok(Tensor::f_from_slice(sl)?.f_view([n as i64, c as i64, h as i64, w as i64])?.f_to_device(device)?)
+            let sl = a
+                .as_slice()
+                .ok_or_else(|| Error::Model("non-contiguous batch".into()))?;
+            Ok(Tensor::f_from_slice(sl)?
+                .f_view([n as i64, c as i64, h as i64, w as i64])?
+                .f_to_device(device)?)
         };
         let (xt_t, eps_t) = (to_t(&xt)?, to_t(&eps)?);
         let t_t = Tensor::f_from_slice(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>())?.f_to_device(device)?;
@@ -329,7 +362,11 @@ impl Trainer {
             Some(_) => tch::autocast(true, || self.net.forward(&xt_t, &t_t))?,
             None => self.net.forward(&xt_t, &t_t)?,
         };
-        let loss = pred.f_to_kind(Kind::Float)?.f_sub(&eps_t)?.f_square()?.f_mean(Kind::Float)?;
+        let loss = pred
+            .f_to_kind(Kind::Float)?
+            .f_sub(&eps_t)?
+            .f_square()?
+            .f_mean(Kind::Float)?;
         let scale = self.scaler.map_or(1.0, |s| s.scale);
         loss.f_mul_scalar(scale)?.f_backward()?;
         let loss_value = loss.f_double_value(&[])?;
@@ -375,7 +412,11 @@ impl Trainer {
             )));
         }
         // Unscale and clip in one factor.
-        let clip = if norm > cfg.grad_clip { cfg.grad_clip / (norm + 1e-6) } else { 1.0 } / scale;
+        let clip = if norm > cfg.grad_clip {
+            cfg.grad_clip / (norm + 1e-6)
+        } else {
+            1.0
+        } / scale;
         let (bc1, bc2) = (1.0 - b1.powf(step), 1.0 - b2.powf(step));
         for (_, p, m, v) in &mut self.params {
             let g = p.grad();
@@ -492,7 +533,10 @@ impl Trainer {
         if meta.train.precision == Precision::Mixed && !device.is_cuda() {
             return Err(Error::param(
                 "device",
-                format!("{} is a mixed-precision run, which needs a CUDA device, got {device:?}", dir.display()),
+                format!(
+                    "{} is a mixed-precision run, which needs a CUDA device, got {device:?}",
+                    dir.display()
+                ),
             ));
         }
         let scaler = match meta.train.precision {
@@ -528,7 +572,9 @@ fn tensor_from(sd: &StateDict, key: &str, device: Device) -> Result<Tensor> {
     let data = sd
         .get(key)
         .ok_or_else(|| Error::checkpoint("checkpoint.safetensors", format!("missing `{key}`")))?;
-    Ok(crate::models::loading::tensor_from_data(data)?.f_to_kind(Kind::Float)?.f_to_device(device)?)
+    Ok(crate::models::loading::tensor_from_data(data)?
+        .f_to_kind(Kind::Float)?
+        .f_to_device(device)?)
 }
 
 fn host(t: &Tensor) -> Result<TensorData> {
@@ -597,8 +643,13 @@ mod tests {
 
     #[test]
     fn mixed_precision_needs_cuda() {
-        let config = TrainConfig { precision: Precision::Mixed, ..TrainConfig::default() };
-        let e = Trainer::new(DdpmConfig::tiny(), config, Device::Cpu).err().expect("CPU mixed precision must be refused");
+        let config = TrainConfig {
+            precision: Precision::Mixed,
+            ..TrainConfig::default()
+        };
+        let e = Trainer::new(DdpmConfig::tiny(), config, Device::Cpu)
+            .err()
+            .expect("CPU mixed precision must be refused");
         assert!(e.to_string().contains("CUDA"), "{e}");
     }
 }

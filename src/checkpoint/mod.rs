@@ -138,9 +138,7 @@ impl Checkpoint {
         let path = path.as_ref();
         let parsed = parse_path(path)?;
         let format = parsed.format;
-        let root = parsed
-            .into_value()
-            .map_err(|m| Error::checkpoint(path, m))?;
+        let root = parsed.into_value().map_err(|m| Error::checkpoint(path, m))?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             format,
@@ -154,12 +152,9 @@ impl Checkpoint {
     /// [`path`]: Checkpoint::path
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Checkpoint> {
         let path = Path::new(MEMORY);
-        let parsed =
-            torch_format::parse(FileBytes::Owned(bytes)).map_err(|m| Error::checkpoint(path, m))?;
+        let parsed = torch_format::parse(FileBytes::Owned(bytes)).map_err(|m| Error::checkpoint(path, m))?;
         let format = parsed.format;
-        let root = parsed
-            .into_value()
-            .map_err(|m| Error::checkpoint(path, m))?;
+        let root = parsed.into_value().map_err(|m| Error::checkpoint(path, m))?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             format,
@@ -189,8 +184,7 @@ impl Checkpoint {
 
     /// The state dict that `select` picks (tensors are copied).
     pub fn state_dict(&self, select: &Select<'_>) -> Result<StateDict> {
-        let picked =
-            select::select(&self.root, select).map_err(|m| Error::checkpoint(&self.path, m))?;
+        let picked = select::select(&self.root, select).map_err(|m| Error::checkpoint(&self.path, m))?;
         Ok(picked.into_iter().map(|(k, t)| (k, t.clone())).collect())
     }
 }

@@ -218,10 +218,7 @@ impl Obj {
             Obj::Tensor(t) => HKey::Ptr(Rc::as_ptr(t) as *const u8 as usize),
             Obj::Object(o) => HKey::Ptr(Rc::as_ptr(o) as *const u8 as usize),
             Obj::List(_) | Obj::Dict(_) => {
-                return Err(format!(
-                    "a {} is used as a dict key (unhashable)",
-                    self.type_name()
-                ))
+                return Err(format!("a {} is used as a dict key (unhashable)", self.type_name()))
             }
         })
     }
@@ -505,9 +502,7 @@ impl<'a> Vm<'a> {
                 0x80 => {
                     let p = self.u8()?;
                     if p > 5 {
-                        return Err(
-                            self.bad(format!("pickle protocol {p} is not supported (0-5 are)"))
-                        );
+                        return Err(self.bad(format!("pickle protocol {p} is not supported (0-5 are)")));
                     }
                 }
                 0x95 => {
@@ -554,8 +549,7 @@ impl<'a> Vm<'a> {
                 }
                 0x8b => {
                     let n = i32::from_le_bytes(self.array()?);
-                    let n =
-                        u64::try_from(n).map_err(|_| self.bad("LONG4 with a negative length"))?;
+                    let n = u64::try_from(n).map_err(|_| self.bad("LONG4 with a negative length"))?;
                     let b = self.take_len(n)?;
                     self.push(long_from_bytes(b));
                 }
@@ -575,9 +569,9 @@ impl<'a> Vm<'a> {
                 b'L' => {
                     let line = self.line()?;
                     let s = line.trim().trim_end_matches('L');
-                    let v = s.parse::<i64>().map_err(|_| {
-                        self.bad(format!("LONG literal {s:?} is not an integer in i64 range"))
-                    })?;
+                    let v = s
+                        .parse::<i64>()
+                        .map_err(|_| self.bad(format!("LONG literal {s:?} is not an integer in i64 range")))?;
                     self.push(Obj::Int(v));
                 }
                 b'F' => {
@@ -626,8 +620,7 @@ impl<'a> Vm<'a> {
                 }
                 b'T' => {
                     let n = i32::from_le_bytes(self.array()?);
-                    let n = u64::try_from(n)
-                        .map_err(|_| self.bad("BINSTRING with a negative length"))?;
+                    let n = u64::try_from(n).map_err(|_| self.bad("BINSTRING with a negative length"))?;
                     let s = self.take_len(n)?;
                     self.push(py2_str(s.to_vec()));
                 }
@@ -741,10 +734,7 @@ impl<'a> Vm<'a> {
                 }
                 b'p' => {
                     let line = self.line()?;
-                    let i = line
-                        .trim()
-                        .parse::<u64>()
-                        .map_err(|_| self.bad("bad PUT index"))?;
+                    let i = line.trim().parse::<u64>().map_err(|_| self.bad("bad PUT index"))?;
                     self.memo_put(i)?;
                 }
                 b'h' => {
@@ -757,10 +747,7 @@ impl<'a> Vm<'a> {
                 }
                 b'g' => {
                     let line = self.line()?;
-                    let i = line
-                        .trim()
-                        .parse::<u64>()
-                        .map_err(|_| self.bad("bad GET index"))?;
+                    let i = line.trim().parse::<u64>().map_err(|_| self.bad("bad GET index"))?;
                     self.memo_get(i)?;
                 }
                 // ---- globals and calls
@@ -797,8 +784,7 @@ impl<'a> Vm<'a> {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let empty_kwargs =
-                        matches!(&kwargs, Obj::Dict(d) if d.borrow().entries.is_empty());
+                    let empty_kwargs = matches!(&kwargs, Obj::Dict(d) if d.borrow().entries.is_empty());
                     if !empty_kwargs {
                         return Err(self.bad("NEWOBJ_EX with keyword arguments is not supported"));
                     }
@@ -816,9 +802,7 @@ impl<'a> Vm<'a> {
                 }
                 b'o' => {
                     let mut items = self.pop_mark()?.into_iter();
-                    let cls = items
-                        .next()
-                        .ok_or_else(|| self.bad("OBJ without a class"))?;
+                    let cls = items.next().ok_or_else(|| self.bad("OBJ without a class"))?;
                     let r = self.call(&cls, items.collect())?;
                     self.push(r);
                 }
@@ -835,11 +819,9 @@ impl<'a> Vm<'a> {
                     }
                 }
                 0x82..=0x84 => {
-                    return Err(
-                        "refused to load: the pickle uses the copyreg extension registry \
+                    return Err("refused to load: the pickle uses the copyreg extension registry \
                                 (EXT opcodes); this reader never executes code from checkpoints"
-                            .to_string(),
-                    )
+                        .to_string())
                 }
                 // ---- persistent ids
                 b'Q' => {
@@ -847,9 +829,7 @@ impl<'a> Vm<'a> {
                     let s = self.persistent_load(&pid)?;
                     self.push(s);
                 }
-                b'P' => {
-                    return Err(self.bad("text persistent ids (PERSID) are not used by torch.save"))
-                }
+                b'P' => return Err(self.bad("text persistent ids (PERSID) are not used by torch.save")),
                 other => {
                     self.pos -= 1;
                     return Err(self.bad(format!("unknown opcode 0x{other:02x}")));
@@ -869,10 +849,7 @@ impl<'a> Vm<'a> {
     fn tuple_items(&self, args: &Obj, op: &str) -> R<Vec<Obj>> {
         match args {
             Obj::Tuple(t) => Ok(t.borrow().clone()),
-            other => Err(self.bad(format!(
-                "{op} arguments are a {}, not a tuple",
-                other.type_name()
-            ))),
+            other => Err(self.bad(format!("{op} arguments are a {}, not a tuple", other.type_name()))),
         }
     }
 
@@ -939,10 +916,7 @@ impl<'a> Vm<'a> {
             Some(&i) => {
                 if let Some((_, decl)) = self.storages.get(i) {
                     if decl.dtype != dtype {
-                        return Err(self.bad(format!(
-                            "storage {key} is used both as {} and as {dtype}",
-                            decl.dtype
-                        )));
+                        return Err(self.bad(format!("storage {key} is used both as {} and as {dtype}", decl.dtype)));
                     }
                 }
             }
@@ -996,21 +970,17 @@ impl<'a> Vm<'a> {
                 })?;
                 match args.into_iter().next() {
                     Some(t @ Obj::Tensor(_)) => Ok(t),
-                    _ => {
-                        Err(self.bad("a parameter is rebuilt from something that is not a tensor"))
-                    }
+                    _ => Err(self.bad("a parameter is rebuilt from something that is not a tensor")),
                 }
             }
             Callable::RebuildFromTypeV2 => {
                 arity(nargs == 4)?;
                 let mut it = args.into_iter();
-                let (Some(func), Some(new_type), Some(fargs)) = (it.next(), it.next(), it.next())
-                else {
+                let (Some(func), Some(new_type), Some(fargs)) = (it.next(), it.next(), it.next()) else {
                     return Err(self.bad("malformed _rebuild_from_type_v2"));
                 };
                 match &new_type {
-                    Obj::Global(t)
-                        if matches!(t.kind, Callable::TensorClass | Callable::ParameterClass) => {}
+                    Obj::Global(t) if matches!(t.kind, Callable::TensorClass | Callable::ParameterClass) => {}
                     Obj::Global(t) => {
                         return Err(format!(
                             "refused to load: a tensor subclass `{}` is pickled; only plain \
@@ -1077,13 +1047,11 @@ impl<'a> Vm<'a> {
                 _ => Err(self.bad("unsupported torch.Size arguments")),
             },
             Callable::Device => Ok(self.new_object("torch.device", args)),
-            Callable::TensorClass | Callable::ParameterClass | Callable::Storage(_) => {
-                Err(format!(
-                    "refused to load: the pickle constructs `{}` directly, which torch.save never \
+            Callable::TensorClass | Callable::ParameterClass | Callable::Storage(_) => Err(format!(
+                "refused to load: the pickle constructs `{}` directly, which torch.save never \
                  does for plain state dicts",
-                    g.qualname
-                ))
-            }
+                g.qualname
+            )),
         }
     }
 
@@ -1093,9 +1061,7 @@ impl<'a> Vm<'a> {
             _ => return Err(self.bad("a tensor is rebuilt from something that is not a storage")),
         };
         let offset = match args.get(1) {
-            Some(Obj::Int(o)) if *o >= 0 => {
-                usize::try_from(*o).map_err(|_| self.bad("tensor offset too large"))?
-            }
+            Some(Obj::Int(o)) if *o >= 0 => usize::try_from(*o).map_err(|_| self.bad("tensor offset too large"))?,
             _ => return Err(self.bad("tensor storage offset is not a non-negative integer")),
         };
         let shape = self.usize_tuple(args.get(2), "size")?;
@@ -1123,9 +1089,7 @@ impl<'a> Vm<'a> {
         items
             .iter()
             .map(|x| match x {
-                Obj::Int(i) if *i >= 0 => {
-                    usize::try_from(*i).map_err(|_| self.bad(format!("tensor {what} too large")))
-                }
+                Obj::Int(i) if *i >= 0 => usize::try_from(*i).map_err(|_| self.bad(format!("tensor {what} too large"))),
                 Obj::Int(_) => Err(self.bad(format!("negative tensor {what}"))),
                 _ => Err(self.bad(format!("tensor {what} holds a non-integer"))),
             })
@@ -1135,22 +1099,12 @@ impl<'a> Vm<'a> {
     /// Converts the object tree to a [`Value`], with tensors as placeholders (correct dtype
     /// and shape, empty data) whose [`TensorRef`]s are appended to `tensors` in depth-first
     /// order (dict entries key first, then value).
-    pub(crate) fn to_value(
-        &self,
-        root: &Obj,
-        budget: &mut Budget,
-        tensors: &mut Vec<Rc<TensorRef>>,
-    ) -> R<Value> {
+    pub(crate) fn to_value(&self, root: &Obj, budget: &mut Budget, tensors: &mut Vec<Rc<TensorRef>>) -> R<Value> {
         convert(root, budget, tensors, 0)
     }
 }
 
-fn convert(
-    o: &Obj,
-    budget: &mut Budget,
-    tensors: &mut Vec<Rc<TensorRef>>,
-    depth: usize,
-) -> R<Value> {
+fn convert(o: &Obj, budget: &mut Budget, tensors: &mut Vec<Rc<TensorRef>>, depth: usize) -> R<Value> {
     if depth > MAX_DEPTH {
         return Err(format!(
             "the checkpoint's objects are nested more than {MAX_DEPTH} levels deep (or refer to \
@@ -1292,8 +1246,7 @@ fn encode_str(s: &str, enc: &str) -> R<Vec<u8>> {
         "latin1" | "latin-1" | "iso-8859-1" | "iso8859-1" => s
             .chars()
             .map(|c| {
-                u8::try_from(u32::from(c))
-                    .map_err(|_| "a latin-1 string holds a character above U+00FF".to_string())
+                u8::try_from(u32::from(c)).map_err(|_| "a latin-1 string holds a character above U+00FF".to_string())
             })
             .collect(),
         "utf-8" | "utf8" | "ascii" => Ok(s.as_bytes().to_vec()),
@@ -1410,9 +1363,7 @@ mod tests {
         // pickle.dumps({'a': 1, 'b': [1.5, 'x', None, True], 'c': (1, 2), 'big': 2**70}, 2)
         let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
         p.extend_from_slice(b"X\x01\x00\x00\x00aK\x01");
-        p.extend_from_slice(
-            b"X\x01\x00\x00\x00b]q\x01(G\x3f\xf8\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00xN\x88e",
-        );
+        p.extend_from_slice(b"X\x01\x00\x00\x00b]q\x01(G\x3f\xf8\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00xN\x88e");
         p.extend_from_slice(b"X\x01\x00\x00\x00cK\x01K\x02\x86");
         p.extend_from_slice(b"X\x03\x00\x00\x00big\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x40");
         p.extend_from_slice(b"u.");
@@ -1427,14 +1378,8 @@ mod tests {
                 Value::Bool(true)
             ]))
         );
-        assert_eq!(
-            v.get("c"),
-            Some(&Value::Tuple(vec![Value::Int(1), Value::Int(2)]))
-        );
-        assert_eq!(
-            v.get("big"),
-            Some(&Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]))
-        );
+        assert_eq!(v.get("c"), Some(&Value::Tuple(vec![Value::Int(1), Value::Int(2)])));
+        assert_eq!(v.get("big"), Some(&Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40])));
     }
 
     #[test]
@@ -1566,10 +1511,7 @@ mod tests {
         let p = b"\x80\x02}(K\x01K\x02K\x03K\x04\x88K\x05u.";
         assert_eq!(
             plain(p).unwrap(),
-            Value::Dict(vec![
-                (Value::Int(1), Value::Int(5)),
-                (Value::Int(3), Value::Int(4))
-            ])
+            Value::Dict(vec![(Value::Int(1), Value::Int(5)), (Value::Int(3), Value::Int(4))])
         );
     }
 }

@@ -35,9 +35,7 @@ pub(crate) fn parse(file: FileBytes, budget: Budget) -> R<Parsed> {
     let head = d
         .get(..8)
         .ok_or("safetensors file shorter than its 8-byte header length")?;
-    let n = u64::from_le_bytes([
-        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
-    ]);
+    let n = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]);
     if n > MAX_HEADER {
         return Err(format!(
             "safetensors header of {n} bytes is larger than the 100 MiB limit"
@@ -48,8 +46,8 @@ pub(crate) fn parse(file: FileBytes, budget: Budget) -> R<Parsed> {
         .get(8..8 + n)
         .ok_or("the safetensors header runs past the end of the file (truncated download?)")?;
     let header = std::str::from_utf8(header).map_err(|_| "the safetensors header is not UTF-8")?;
-    let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(header)
-        .map_err(|e| format!("the safetensors header is not valid JSON: {e}"))?;
+    let map: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(header).map_err(|e| format!("the safetensors header is not valid JSON: {e}"))?;
     let data_start = 8 + n;
     let data_len = d.len() - data_start;
     let mut entries = Vec::with_capacity(map.len());
@@ -57,8 +55,8 @@ pub(crate) fn parse(file: FileBytes, budget: Budget) -> R<Parsed> {
         if name == "__metadata__" {
             continue;
         }
-        let info: Info = serde_json::from_value(v)
-            .map_err(|e| format!("safetensors entry `{name}` is malformed: {e}"))?;
+        let info: Info =
+            serde_json::from_value(v).map_err(|e| format!("safetensors entry `{name}` is malformed: {e}"))?;
         let dtype = DType::from_safetensors_name(&info.dtype).ok_or_else(|| {
             format!(
                 "tensor `{name}` has dtype {} which this crate does not support (supported: F64, \
@@ -94,12 +92,7 @@ pub(crate) fn parse(file: FileBytes, budget: Budget) -> R<Parsed> {
         entries.push((name, dtype, shape, range));
     }
     entries.sort_by(|a, b| a.3.start.cmp(&b.3.start).then_with(|| a.0.cmp(&b.0)));
-    Ok(Parsed::from_ranges(
-        Format::SafeTensors,
-        file,
-        entries,
-        budget,
-    ))
+    Ok(Parsed::from_ranges(Format::SafeTensors, file, entries, budget))
 }
 
 /// Builds the JSON header, in state-dict order, padded with spaces to a multiple of 8 bytes.
@@ -167,15 +160,9 @@ pub fn save_safetensors(state: &StateDict, path: impl AsRef<Path>) -> Result<()>
         .unwrap_or(0);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        ".{file_name}.{}.{nanos}.{n}.tmp",
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{file_name}.{}.{nanos}.{n}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         w.write_all(&(head.len() as u64).to_le_bytes())?;
         w.write_all(&head)?;

@@ -19,22 +19,14 @@ pub(crate) fn select<'v>(root: &'v Value, sel: &Select<'_>) -> R<Vec<(String, &'
             let v = walk(root, path)?;
             tensor_dict(v, &describe_path(path))?
         }
-        Select::EmaShadow {
-            model,
-            shadow,
-            exclude,
-        } => ema_shadow(root, model, shadow, exclude)?,
+        Select::EmaShadow { model, shadow, exclude } => ema_shadow(root, model, shadow, exclude)?,
     };
     strip_data_parallel(&mut out);
     Ok(out)
 }
 
 fn strip_data_parallel(entries: &mut [(String, &TensorData)]) {
-    if !entries.is_empty()
-        && entries
-            .iter()
-            .all(|(k, _)| k.starts_with(DATA_PARALLEL_PREFIX))
-    {
+    if !entries.is_empty() && entries.iter().all(|(k, _)| k.starts_with(DATA_PARALLEL_PREFIX)) {
         for (k, _) in entries.iter_mut() {
             k.drain(..DATA_PARALLEL_PREFIX.len());
         }
@@ -95,10 +87,7 @@ fn auto(root: &Value) -> R<Vec<(String, &TensorData)>> {
 
 fn dlsm_message(root: &Value, shadow: &Value) -> String {
     let n_shadow = shadow.as_list().map_or(0, <[Value]>::len);
-    let n_model = root
-        .get("model")
-        .and_then(Value::as_dict)
-        .map(<[(Value, Value)]>::len);
+    let n_model = root.get("model").and_then(Value::as_dict).map(<[(Value, Value)]>::len);
     let counts = match n_model {
         Some(m) if m >= n_shadow => format!(
             " The model dict has {m} entries and the shadow list {n_shadow} tensors, so {} \
@@ -142,8 +131,7 @@ fn walk<'v>(root: &'v Value, path: &[&str]) -> R<&'v Value> {
             Value::Dict(entries) => match entries.iter().find(|(k, _)| key_matches(k, seg)) {
                 Some((_, v)) => v,
                 None => {
-                    let keys: Vec<String> =
-                        entries.iter().take(30).map(|(k, _)| key_repr(k)).collect();
+                    let keys: Vec<String> = entries.iter().take(30).map(|(k, _)| key_repr(k)).collect();
                     let more = if entries.len() > 30 { ", ..." } else { "" };
                     return Err(format!(
                         "Select::Path: no key {seg:?} in the dict at {here}; its keys are [{}{more}]",
@@ -215,10 +203,7 @@ fn tensor_dict<'v>(v: &'v Value, at: &str) -> R<Vec<(String, &'v TensorData)>> {
                 items.len()
             ))
         }
-        other => Err(format!(
-            "{at} is not a dict of tensors; {}",
-            other.outline()
-        )),
+        other => Err(format!("{at} is not a dict of tensors; {}", other.outline())),
     }
 }
 
@@ -268,10 +253,7 @@ fn ema_shadow<'v>(
         }
         excluded.insert(x);
     }
-    let trainable = named
-        .iter()
-        .filter(|(k, _)| !excluded.contains(k.as_str()))
-        .count();
+    let trainable = named.iter().filter(|(k, _)| !excluded.contains(k.as_str())).count();
     if trainable != shadow_tensors.len() {
         let hint = if trainable > shadow_tensors.len() {
             format!("exclude {} more names", trainable - shadow_tensors.len())

@@ -183,9 +183,7 @@ impl TensorData {
                 .collect(),
             DType::F64 => d
                 .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
                 .collect(),
             DType::F16 => d
                 .chunks_exact(2)
@@ -197,9 +195,7 @@ impl TensorData {
                 .collect(),
             DType::I64 => d
                 .chunks_exact(8)
-                .map(|c| {
-                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
                 .collect(),
             DType::I32 => d
                 .chunks_exact(4)
@@ -297,10 +293,7 @@ impl StateDict {
 
     /// The tensor named `key`.
     pub fn get(&self, key: &str) -> Option<&TensorData> {
-        self.index
-            .get(key)
-            .and_then(|&i| self.entries.get(i))
-            .map(|(_, t)| t)
+        self.index.get(key).and_then(|&i| self.entries.get(i)).map(|(_, t)| t)
     }
 
     /// The tensor named `key`, mutably.
@@ -353,10 +346,7 @@ impl StateDict {
     /// `"module."`, which `torch.nn.DataParallel` adds). Returns whether it stripped; an
     /// empty dict or an empty prefix is left alone.
     pub fn strip_prefix(&mut self, prefix: &str) -> bool {
-        if prefix.is_empty()
-            || self.entries.is_empty()
-            || !self.entries.iter().all(|(k, _)| k.starts_with(prefix))
-        {
+        if prefix.is_empty() || self.entries.is_empty() || !self.entries.iter().all(|(k, _)| k.starts_with(prefix)) {
             return false;
         }
         for (k, _) in self.entries.iter_mut() {
@@ -443,13 +433,10 @@ mod tests {
         let h = TensorData::new(
             DType::F16,
             vec![2],
-            [
-                half::f16::from_f32(1.5).to_bits(),
-                half::f16::from_f32(-2.0).to_bits(),
-            ]
-            .iter()
-            .flat_map(|b| b.to_le_bytes())
-            .collect(),
+            [half::f16::from_f32(1.5).to_bits(), half::f16::from_f32(-2.0).to_bits()]
+                .iter()
+                .flat_map(|b| b.to_le_bytes())
+                .collect(),
         )
         .unwrap();
         assert_eq!(h.to_f32_vec().unwrap(), vec![1.5, -2.0]);
@@ -466,10 +453,7 @@ mod tests {
         let bad = TensorData::from_f32(vec![3], &[1.0]);
         assert!(matches!(bad.to_f32_vec(), Err(Error::Shape(_))));
         assert!(TensorData::new(DType::F32, vec![usize::MAX, 2], vec![]).is_err());
-        assert_eq!(
-            TensorData::from_f32(vec![usize::MAX, 2], &[]).numel(),
-            usize::MAX
-        );
+        assert_eq!(TensorData::from_f32(vec![usize::MAX, 2], &[]).numel(), usize::MAX);
     }
 
     #[test]

@@ -130,11 +130,9 @@ pub(crate) fn detect(d: &[u8]) -> R<Format> {
     }
     let head: String = String::from_utf8_lossy(&d[..d.len().min(64)]).to_ascii_lowercase();
     if head.trim_start().starts_with("<!doctype html") || head.trim_start().starts_with("<html") {
-        return Err(
-            "this is an HTML page, not a checkpoint (a failed or login-walled \
+        return Err("this is an HTML page, not a checkpoint (a failed or login-walled \
                     download?)"
-                .into(),
-        );
+            .into());
     }
     let shown: String = d
         .iter()
@@ -175,11 +173,7 @@ fn parse_zip(file: FileBytes, mut budget: Budget) -> R<Parsed> {
         .collect();
     let pkl_name = match pkls.as_slice() {
         [one] => one.to_string(),
-        [] => {
-            return Err(
-                "this zip archive is not a torch.save checkpoint (it has no data.pkl)".into(),
-            )
-        }
+        [] => return Err("this zip archive is not a torch.save checkpoint (it has no data.pkl)".into()),
         _ => {
             return Err(format!(
                 "this zip archive holds several checkpoints ({})",
@@ -225,9 +219,10 @@ fn parse_zip(file: FileBytes, mut budget: Budget) -> R<Parsed> {
     let mut storages = HashMap::new();
     for (key, decl) in vm.storages() {
         let name = format!("{prefix}data/{key}");
-        let e = idx.get(&name).cloned().ok_or_else(|| {
-            format!("the archive lacks the storage record {name} (truncated or incomplete file?)")
-        })?;
+        let e = idx
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| format!("the archive lacks the storage record {name} (truncated or incomplete file?)"))?;
         let source = match idx.stored_range(&file, &e)? {
             Some(r) => SlotSource::File(r),
             None => SlotSource::Owned(idx.read(&file, &e, &mut budget)?.into_owned()),
@@ -433,13 +428,7 @@ impl Parsed {
             .get(i)
             .cloned()
             .ok_or("internal error: tensor index out of range")?;
-        materialize(
-            &t,
-            &self.file,
-            &self.storages,
-            self.big_endian,
-            &mut self.budget,
-        )
+        materialize(&t, &self.file, &self.storages, self.big_endian, &mut self.budget)
     }
 
     /// Materializes every tensor in place and returns the complete tree.
@@ -500,9 +489,9 @@ fn materialize(
     budget: &mut Budget,
 ) -> R<TensorData> {
     let key = &t.storage.key;
-    let slot = storages.get(key).ok_or_else(|| {
-        format!("storage {key} is missing from the file (truncated or incomplete?)")
-    })?;
+    let slot = storages
+        .get(key)
+        .ok_or_else(|| format!("storage {key} is missing from the file (truncated or incomplete?)"))?;
     let bytes: &[u8] = match &slot.source {
         SlotSource::File(r) => file.get(r.clone()).ok_or("internal error: storage range")?,
         SlotSource::Owned(v) => v,
@@ -520,10 +509,7 @@ fn materialize(
     }
     let dtype = t.storage.dtype;
     if slot.dtype != dtype {
-        return Err(format!(
-            "storage {key} is used both as {} and as {dtype}",
-            slot.dtype
-        ));
+        return Err(format!("storage {key} is used both as {} and as {dtype}", slot.dtype));
     }
     let e = dtype.size_in_bytes();
     let total = bytes.len() / e;
@@ -566,9 +552,7 @@ fn materialize(
         ));
     }
     budget.bytes(nbytes)?;
-    let src = bytes
-        .get(base * e..)
-        .ok_or("internal error: storage base")?;
+    let src = bytes.get(base * e..).ok_or("internal error: storage base")?;
     let mut out = Vec::with_capacity(nbytes);
     let contiguous = {
         let mut expect = 1usize;
@@ -637,14 +621,10 @@ mod tests {
     #[test]
     fn detection_errors_are_helpful() {
         assert!(detect(b"").unwrap_err().contains("empty"));
-        assert!(
-            detect(b"version https://git-lfs.github.com/spec/v1\noid sha256:")
-                .unwrap_err()
-                .contains("git lfs pull")
-        );
-        assert!(detect(b"<!DOCTYPE html><html>")
+        assert!(detect(b"version https://git-lfs.github.com/spec/v1\noid sha256:")
             .unwrap_err()
-            .contains("HTML"));
+            .contains("git lfs pull"));
+        assert!(detect(b"<!DOCTYPE html><html>").unwrap_err().contains("HTML"));
         assert!(detect(b"hello world, this is text")
             .unwrap_err()
             .contains("hello world"));
@@ -696,25 +676,10 @@ mod tests {
         assert_eq!(t.data, vec![11]);
         // out of bounds and overflowing views are errors
         assert!(materialize(&mk(1, vec![3, 4], vec![4, 1]), &[], &m, false, &mut b).is_err());
-        assert!(materialize(
-            &mk(0, vec![usize::MAX, 2], vec![1, 1]),
-            &[],
-            &m,
-            false,
-            &mut b
-        )
-        .is_err());
-        assert!(materialize(
-            &mk(0, vec![3, 3], vec![usize::MAX, 1]),
-            &[],
-            &m,
-            false,
-            &mut b
-        )
-        .is_err());
+        assert!(materialize(&mk(0, vec![usize::MAX, 2], vec![1, 1]), &[], &m, false, &mut b).is_err());
+        assert!(materialize(&mk(0, vec![3, 3], vec![usize::MAX, 1]), &[], &m, false, &mut b).is_err());
         // a huge expanded view of a tiny storage exhausts the budget instead of allocating
-        let e =
-            materialize(&mk(0, vec![1 << 40, 1], vec![0, 1]), &[], &m, false, &mut b).unwrap_err();
+        let e = materialize(&mk(0, vec![1 << 40, 1], vec![0, 1]), &[], &m, false, &mut b).unwrap_err();
         assert!(e.contains("expands"), "{e}");
     }
 }

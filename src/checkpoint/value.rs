@@ -158,11 +158,7 @@ impl Value {
                 } else {
                     let kinds: Vec<&str> = items.iter().take(8).map(Value::type_name).collect();
                     let more = if items.len() > 8 { ", ..." } else { "" };
-                    format!(
-                        "{kind} of {} items ({}{more})",
-                        items.len(),
-                        kinds.join(", ")
-                    )
+                    format!("{kind} of {} items ({}{more})", items.len(), kinds.join(", "))
                 }
             }
             Value::Dict(entries) => {
@@ -171,8 +167,7 @@ impl Value {
                 } else if self.is_tensor_dict() {
                     format!("dict of {} tensors", entries.len())
                 } else {
-                    let keys: Vec<String> =
-                        entries.iter().take(8).map(|(k, _)| key_repr(k)).collect();
+                    let keys: Vec<String> = entries.iter().take(8).map(|(k, _)| key_repr(k)).collect();
                     let more = if entries.len() > 8 {
                         format!(", ... ({} keys)", entries.len())
                     } else {
@@ -191,11 +186,7 @@ impl Value {
         let mut out = format!("top level: {}", self.summary());
         let children: Vec<(String, &Value)> = match self {
             Value::Dict(e) => e.iter().map(|(k, v)| (key_repr(k), v)).collect(),
-            Value::List(v) | Value::Tuple(v) => v
-                .iter()
-                .enumerate()
-                .map(|(i, x)| (format!("[{i}]"), x))
-                .collect(),
+            Value::List(v) | Value::Tuple(v) => v.iter().enumerate().map(|(i, x)| (format!("[{i}]"), x)).collect(),
             _ => Vec::new(),
         };
         if self.is_tensor_dict() {

@@ -60,8 +60,7 @@ fn u64at(d: &[u8], at: usize) -> R<u64> {
 }
 
 fn to_usize(v: u64) -> R<usize> {
-    usize::try_from(v)
-        .map_err(|_| "corrupt zip archive: an offset does not fit in memory".to_string())
+    usize::try_from(v).map_err(|_| "corrupt zip archive: an offset does not fit in memory".to_string())
 }
 
 impl ZipIndex {
@@ -122,9 +121,7 @@ impl ZipIndex {
             }
             let name_bytes = d.get(name_start..extra_start).ok_or_else(eof)?;
             let name = String::from_utf8_lossy(name_bytes).into_owned();
-            let extra = d
-                .get(extra_start..extra_start + extra_len)
-                .ok_or_else(eof)?;
+            let extra = d.get(extra_start..extra_start + extra_len).ok_or_else(eof)?;
             // ZIP64 extended information: the 64-bit values of the fields saturated above.
             let mut e = 0usize;
             while e + 4 <= extra.len() {
@@ -202,12 +199,7 @@ impl ZipIndex {
 
     /// The bytes of entry `e`: a slice of `d` when stored, inflated when deflated; the CRC-32
     /// is checked either way.
-    pub(crate) fn read<'d>(
-        &self,
-        d: &'d [u8],
-        e: &ZipEntry,
-        budget: &mut Budget,
-    ) -> R<Cow<'d, [u8]>> {
+    pub(crate) fn read<'d>(&self, d: &'d [u8], e: &ZipEntry, budget: &mut Budget) -> R<Cow<'d, [u8]>> {
         let bytes = match self.stored_range(d, e)? {
             Some(r) => Cow::Borrowed(d.get(r).ok_or_else(eof)?),
             None => Cow::Owned(inflate(d, e, budget)?),
@@ -225,10 +217,7 @@ impl ZipIndex {
 fn data_start(d: &[u8], e: &ZipEntry) -> R<usize> {
     let lo = to_usize(e.local_offset)?;
     if u32at(d, lo)? != LOCAL_SIG {
-        return Err(format!(
-            "corrupt zip archive: bad local header for {}",
-            e.name
-        ));
+        return Err(format!("corrupt zip archive: bad local header for {}", e.name));
     }
     let n = usize::from(u16at(d, lo + 26)?);
     let m = usize::from(u16at(d, lo + 28)?);
@@ -254,9 +243,7 @@ fn find_eocd(d: &[u8]) -> R<usize> {
             fallback.get_or_insert(at);
         }
     }
-    fallback.ok_or_else(|| {
-        "corrupt zip archive: no end-of-central-directory record (truncated download?)".to_string()
-    })
+    fallback.ok_or_else(|| "corrupt zip archive: no end-of-central-directory record (truncated download?)".to_string())
 }
 
 /// Inflates a deflated entry with the `zip` crate, its size bounded by the budget.
@@ -271,8 +258,8 @@ fn inflate(d: &[u8], e: &ZipEntry, budget: &mut Budget) -> R<Vec<u8>> {
     }
     budget.bytes(size)?;
     let run = || -> R<Vec<u8>> {
-        let mut ar = zip::ZipArchive::new(std::io::Cursor::new(d))
-            .map_err(|err| format!("corrupt zip archive: {err}"))?;
+        let mut ar =
+            zip::ZipArchive::new(std::io::Cursor::new(d)).map_err(|err| format!("corrupt zip archive: {err}"))?;
         let f = ar
             .by_name(&e.name)
             .map_err(|err| format!("zip entry {}: {err}", e.name))?;
@@ -286,12 +273,8 @@ fn inflate(d: &[u8], e: &ZipEntry, budget: &mut Budget) -> R<Vec<u8>> {
         Ok(out)
     };
     // Defence in depth: a panic inside the third-party inflater becomes an error.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
-        Err(format!(
-            "zip entry {} could not be inflated (corrupt archive)",
-            e.name
-        ))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err(format!("zip entry {} could not be inflated (corrupt archive)", e.name)))
 }
 
 const fn crc_table() -> [[u32; 256]; 4] {
@@ -301,11 +284,7 @@ const fn crc_table() -> [[u32; 256]; 4] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
             k += 1;
         }
         t[0][i] = c;
@@ -351,10 +330,7 @@ mod tests {
     fn crc32_known_values() {
         assert_eq!(crc32(b""), 0);
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(
-            crc32(b"The quick brown fox jumps over the lazy dog"),
-            0x414f_a339
-        );
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414f_a339);
     }
 
     #[test]
@@ -363,10 +339,8 @@ mod tests {
         let mut buf = std::io::Cursor::new(Vec::new());
         {
             let mut w = zip::ZipWriter::new(&mut buf);
-            let stored = zip::write::FileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored);
-            let deflated = zip::write::FileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated);
+            let stored = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+            let deflated = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
             w.start_file("a/data.pkl", stored).unwrap();
             w.write_all(b"hello").unwrap();
             w.start_file("a/data/0", deflated).unwrap();

@@ -241,9 +241,7 @@ impl DdpmConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return p(format!("dropout must lie in [0, 1), got {}", self.dropout));
         }
-        let level_res: Vec<usize> = (0..self.levels())
-            .map(|l| self.level_resolution(l))
-            .collect();
+        let level_res: Vec<usize> = (0..self.levels()).map(|l| self.level_resolution(l)).collect();
         for r in &self.attn_resolutions {
             if !level_res.contains(r) {
                 return p(format!(
@@ -292,15 +290,13 @@ impl DdpmConfig {
     /// with [`Error::Incompatible`] naming the field. Absent fields take `UNet2DModel`'s
     /// defaults.
     pub fn from_diffusers_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            Error::InvalidInput(format!("diffusers config.json is not valid JSON: {e}"))
-        })?;
-        let obj = v.as_object().ok_or_else(|| {
-            Error::InvalidInput("diffusers config.json is not a JSON object".into())
-        })?;
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::InvalidInput(format!("diffusers config.json is not valid JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::InvalidInput("diffusers config.json is not a JSON object".into()))?;
         let get = |k: &str| obj.get(k).filter(|x| !x.is_null());
-        let bad =
-            |k: &str, why: String| Error::Incompatible(format!("diffusers config `{k}`: {why}"));
+        let bad = |k: &str, why: String| Error::Incompatible(format!("diffusers config `{k}`: {why}"));
         let uint = |k: &str, default: Option<usize>| -> Result<usize> {
             match get(k) {
                 None => default.ok_or_else(|| bad(k, "is required".into())),
@@ -313,9 +309,7 @@ impl DdpmConfig {
         let float = |k: &str, default: f64| -> Result<f64> {
             match get(k) {
                 None => Ok(default),
-                Some(x) => x
-                    .as_f64()
-                    .ok_or_else(|| bad(k, format!("expected a number, got {x}"))),
+                Some(x) => x.as_f64().ok_or_else(|| bad(k, format!("expected a number, got {x}"))),
             }
         };
         let boolean = |k: &str, default: bool| -> Result<bool> {
@@ -360,10 +354,7 @@ impl DdpmConfig {
 
         if let Some(class) = get("_class_name").and_then(|x| x.as_str()) {
             if class != "UNet2DModel" {
-                return Err(bad(
-                    "_class_name",
-                    format!("`{class}` is not a UNet2DModel"),
-                ));
+                return Err(bad("_class_name", format!("`{class}` is not a UNet2DModel")));
             }
         }
         require(
@@ -377,11 +368,7 @@ impl DdpmConfig {
             string("resnet_time_scale_shift", "default")?,
             &["default"],
         )?;
-        require(
-            "downsample_type",
-            string("downsample_type", "conv")?,
-            &["conv"],
-        )?;
+        require("downsample_type", string("downsample_type", "conv")?, &["conv"])?;
         require("upsample_type", string("upsample_type", "conv")?, &["conv"])?;
         require(
             "mid_block_type",
@@ -395,16 +382,9 @@ impl DdpmConfig {
             ));
         }
         if boolean("center_input_sample", false)? {
-            return Err(bad(
-                "center_input_sample",
-                "inputs in [0, 1] are not supported".into(),
-            ));
+            return Err(bad("center_input_sample", "inputs in [0, 1] are not supported".into()));
         }
-        for k in [
-            "class_embed_type",
-            "num_class_embeds",
-            "attn_norm_num_groups",
-        ] {
+        for k in ["class_embed_type", "num_class_embeds", "attn_norm_num_groups"] {
             if let Some(x) = get(k) {
                 return Err(bad(k, format!("{x} is not supported (must be null)")));
             }
@@ -454,17 +434,10 @@ impl DdpmConfig {
             None => return Err(bad("sample_size", "is required".into())),
             Some(x) if x.is_u64() => x.as_u64().unwrap_or(0) as usize,
             Some(x) => {
-                let hw: Option<Vec<u64>> = x
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_u64()).collect());
+                let hw: Option<Vec<u64>> = x.as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect());
                 match hw.as_deref() {
                     Some([h, w]) if h == w => *h as usize,
-                    _ => {
-                        return Err(bad(
-                            "sample_size",
-                            format!("{x}: only square sizes are supported"),
-                        ))
-                    }
+                    _ => return Err(bad("sample_size", format!("{x}: only square sizes are supported"))),
                 }
             }
         };
@@ -473,12 +446,7 @@ impl DdpmConfig {
             let has = match kind.as_str() {
                 "DownBlock2D" => false,
                 "AttnDownBlock2D" => true,
-                other => {
-                    return Err(bad(
-                        "down_block_types",
-                        format!("`{other}` is not supported"),
-                    ))
-                }
+                other => return Err(bad("down_block_types", format!("`{other}` is not supported"))),
             };
             let mirror = &up[block_out.len() - 1 - l];
             let up_has = match mirror.as_str() {
@@ -518,12 +486,11 @@ impl DdpmConfig {
             attention_head_dim: match get("attention_head_dim") {
                 None if obj.contains_key("attention_head_dim") => None,
                 None => Some(8),
-                Some(x) => Some(x.as_u64().map(|u| u as usize).ok_or_else(|| {
-                    bad(
-                        "attention_head_dim",
-                        format!("expected an integer, got {x}"),
-                    )
-                })?),
+                Some(x) => Some(
+                    x.as_u64()
+                        .map(|u| u as usize)
+                        .ok_or_else(|| bad("attention_head_dim", format!("expected an integer, got {x}")))?,
+                ),
             },
             downsample_padding,
             mid_attention: boolean("add_attention", true)?,
@@ -544,11 +511,23 @@ impl DdpmConfig {
         }
         let levels = self.levels();
         let down: Vec<&str> = (0..levels)
-            .map(|l| if self.level_has_attention(l) { "AttnDownBlock2D" } else { "DownBlock2D" })
+            .map(|l| {
+                if self.level_has_attention(l) {
+                    "AttnDownBlock2D"
+                } else {
+                    "DownBlock2D"
+                }
+            })
             .collect();
         let up: Vec<&str> = (0..levels)
             .rev()
-            .map(|l| if self.level_has_attention(l) { "AttnUpBlock2D" } else { "UpBlock2D" })
+            .map(|l| {
+                if self.level_has_attention(l) {
+                    "AttnUpBlock2D"
+                } else {
+                    "UpBlock2D"
+                }
+            })
             .collect();
         let v = serde_json::json!({
             "_class_name": "UNet2DModel",
@@ -584,16 +563,14 @@ impl DdpmConfig {
     /// returned; otherwise an error lists what was found and asks for an explicit config.
     pub fn infer_from_state_dict(sd: &StateDict) -> Result<Self> {
         let shape = |k: &str| -> Result<&[usize]> {
-            sd.get(k).map(|t| t.shape.as_slice()).ok_or_else(|| {
-                Error::InvalidInput(format!("cannot infer the DDPM configuration: no `{k}`"))
-            })
+            sd.get(k)
+                .map(|t| t.shape.as_slice())
+                .ok_or_else(|| Error::InvalidInput(format!("cannot infer the DDPM configuration: no `{k}`")))
         };
         let conv_in = shape("conv_in.weight")?;
         let conv_out = shape("conv_out.weight")?;
         if conv_in.len() != 4 || conv_out.len() != 4 {
-            return Err(Error::InvalidInput(
-                "conv_in/conv_out weights are not 4-D".into(),
-            ));
+            return Err(Error::InvalidInput("conv_in/conv_out weights are not 4-D".into()));
         }
         let (ch, in_channels, out_ch) = (conv_in[0], conv_in[1], conv_out[0]);
         let mut ch_mult = Vec::new();
@@ -614,9 +591,7 @@ impl DdpmConfig {
             num_res_blocks += 1;
         }
         for preset in [Self::cifar10(), Self::celeba64(), Self::lsun256()] {
-            let preset_attn: Vec<bool> = (0..preset.levels())
-                .map(|l| preset.level_has_attention(l))
-                .collect();
+            let preset_attn: Vec<bool> = (0..preset.levels()).map(|l| preset.level_has_attention(l)).collect();
             if preset.ch == ch
                 && preset.ch_mult == ch_mult
                 && preset.num_res_blocks == num_res_blocks
@@ -654,14 +629,7 @@ struct Conv {
 }
 
 impl Conv {
-    fn new(
-        p: &tch::nn::Path<'_>,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: i64,
-        padding: i64,
-    ) -> Result<Self> {
+    fn new(p: &tch::nn::Path<'_>, cin: usize, cout: usize, k: usize, stride: i64, padding: i64) -> Result<Self> {
         Ok(Self {
             w: p.f_var(
                 "weight",
@@ -675,14 +643,7 @@ impl Conv {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(
-            &self.w,
-            Some(&self.b),
-            [self.stride; 2],
-            [self.padding; 2],
-            [1, 1],
-            1,
-        )?)
+        Ok(x.f_conv2d(&self.w, Some(&self.b), [self.stride; 2], [self.padding; 2], [1, 1], 1)?)
     }
 }
 
@@ -757,11 +718,7 @@ impl ResBlock {
     /// `temb_act` is `swish(temb)`, shared by every block.
     fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x)?.f_silu()?)?;
-        let t = self
-            .temb_proj
-            .forward(temb_act)?
-            .f_unsqueeze(-1)?
-            .f_unsqueeze(-1)?;
+        let t = self.temb_proj.forward(temb_act)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
         let h = h.f_add(&t)?;
         // Dropout is the identity at inference.
         let h = self.conv2.forward(&self.norm2.forward(&h)?.f_silu()?)?;
@@ -799,24 +756,13 @@ impl AttnBlock {
         let hn = self.norm.forward(x)?;
         let d = c / self.heads;
         // (b, c, h, w) -> (b, heads, hw, d): channel c = head·d + i, as in diffusers.
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.f_view([b, self.heads, d, h * w])?.f_transpose(-1, -2)?)
-        };
+        let split = |t: Tensor| -> Result<Tensor> { Ok(t.f_view([b, self.heads, d, h * w])?.f_transpose(-1, -2)?) };
         let q = split(self.q.forward(&hn)?)?;
         let k = split(self.k.forward(&hn)?)?;
         let v = split(self.v.forward(&hn)?)?;
         // softmax(q kᵀ / √d) v over the keys; d = C for DDPM's single head.
         let scale = (d as f64).powf(-0.5);
-        let a = Tensor::f_scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            scale,
-            false,
-        )?;
+        let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, scale, false)?;
         let a = a.f_transpose(-1, -2)?.f_reshape([b, c, h, w])?;
         Ok(x.f_add(&self.proj_out.forward(&a)?)?)
     }
@@ -885,9 +831,7 @@ impl DdpmUNet {
             let temb_dense1 = Linear::new(&(&temb / 1), cfg.temb_ch(), cfg.temb_ch())?;
             let conv_in = Conv::new(&(&root / "conv_in"), cfg.in_channels, ch, 3, 1, 1)?;
             let levels = cfg.levels();
-            let in_mult: Vec<usize> = std::iter::once(1)
-                .chain(cfg.ch_mult.iter().copied())
-                .collect();
+            let in_mult: Vec<usize> = std::iter::once(1).chain(cfg.ch_mult.iter().copied()).collect();
             let resample_down = |p: &tch::nn::Path<'_>, c: usize| -> Result<Resample> {
                 if !cfg.resamp_with_conv {
                     return Ok(Resample::Plain);
@@ -907,12 +851,7 @@ impl DdpmUNet {
                 let mut attns = Vec::new();
                 block_in = ch * prev_mult;
                 for i in 0..cfg.num_res_blocks {
-                    blocks.push(ResBlock::new(
-                        &(&p / "block" / i),
-                        block_in,
-                        block_out,
-                        cfg,
-                    )?);
+                    blocks.push(ResBlock::new(&(&p / "block" / i), block_in, block_out, cfg)?);
                     block_in = block_out;
                     if cfg.level_has_attention(l) {
                         attns.push(AttnBlock::new(&(&p / "attn" / i), block_in, cfg)?);
@@ -950,12 +889,7 @@ impl DdpmUNet {
                     if i == cfg.num_res_blocks {
                         skip_in = ch * in_mult[l];
                     }
-                    blocks.push(ResBlock::new(
-                        &(&p / "block" / i),
-                        block_in + skip_in,
-                        block_out,
-                        cfg,
-                    )?);
+                    blocks.push(ResBlock::new(&(&p / "block" / i), block_in + skip_in, block_out, cfg)?);
                     block_in = block_out;
                     if cfg.level_has_attention(l) {
                         attns.push(AttnBlock::new(&(&p / "attn" / i), block_in, cfg)?);
@@ -963,14 +897,7 @@ impl DdpmUNet {
                 }
                 let resample = if l != 0 {
                     if cfg.resamp_with_conv {
-                        Resample::Conv(Conv::new(
-                            &(&p / "upsample" / "conv"),
-                            block_in,
-                            block_in,
-                            3,
-                            1,
-                            1,
-                        )?)
+                        Resample::Conv(Conv::new(&(&p / "upsample" / "conv"), block_in, block_in, 3, 1, 1)?)
                     } else {
                         Resample::Plain
                     }
@@ -1087,36 +1014,31 @@ impl DdpmUNet {
         let path = path.as_ref();
         let (weights, config_json) = locate(path)?;
         let sd = loading::read_state_dict(&weights)?;
-        let config =
-            match config_json {
-                Some(cfg_path) => {
-                    let text =
-                        std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-                    DdpmConfig::from_diffusers_json(&text)
-                        .map_err(|e| Error::checkpoint(&cfg_path, e.to_string()))?
+        let config = match config_json {
+            Some(cfg_path) => {
+                let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+                DdpmConfig::from_diffusers_json(&text).map_err(|e| Error::checkpoint(&cfg_path, e.to_string()))?
+            }
+            None => match Naming::detect(&sd) {
+                Naming::Original => {
+                    DdpmConfig::infer_from_state_dict(&sd).map_err(|e| Error::checkpoint(&weights, e.to_string()))?
                 }
-                None => match Naming::detect(&sd) {
-                    Naming::Original => DdpmConfig::infer_from_state_dict(&sd)
-                        .map_err(|e| Error::checkpoint(&weights, e.to_string()))?,
-                    Naming::Diffusers => return Err(Error::checkpoint(
+                Naming::Diffusers => {
+                    return Err(Error::checkpoint(
                         &weights,
                         "diffusers-named DDPM weights need their config.json (put it beside the \
                          weights, or use DdpmUNet::load_with_config)",
-                    )),
-                    Naming::Unknown => return Err(unknown_naming(&weights, &sd)),
-                },
-            };
+                    ))
+                }
+                Naming::Unknown => return Err(unknown_naming(&weights, &sd)),
+            },
+        };
         Self::from_state_dict(config, sd, device, kind, &weights)
     }
 
     /// Load the weights at `path` (a file or a diffusers folder) into a network of the
     /// given configuration (any naming).
-    pub fn load_with_config(
-        path: impl AsRef<Path>,
-        config: DdpmConfig,
-        device: Device,
-        kind: Kind,
-    ) -> Result<Self> {
+    pub fn load_with_config(path: impl AsRef<Path>, config: DdpmConfig, device: Device, kind: Kind) -> Result<Self> {
         let (weights, _) = locate(path.as_ref())?;
         let sd = loading::read_state_dict(&weights)?;
         if Naming::detect(&sd) == Naming::Unknown {
@@ -1150,9 +1072,7 @@ impl DdpmUNet {
         super::guard_panics(|| {
             let mut sd = StateDict::new();
             for name in names {
-                let t = vars[name]
-                    .f_to_kind(Kind::Float)?
-                    .f_to_device(Device::Cpu)?;
+                let t = vars[name].f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?;
                 let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
                 let numel: usize = shape.iter().product();
                 let mut values = vec![0f32; numel];
@@ -1200,10 +1120,7 @@ impl DdpmUNet {
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         let cfg = &self.config;
         let (n, c, h, w) = x.size4()?;
-        if c as usize != cfg.in_channels
-            || h as usize != cfg.resolution
-            || w as usize != cfg.resolution
-        {
+        if c as usize != cfg.in_channels || h as usize != cfg.resolution || w as usize != cfg.resolution {
             return Err(Error::Shape(format!(
                 "the DDPM UNet takes {}×{}×{} inputs, got {c}×{h}×{w}",
                 cfg.in_channels, cfg.resolution, cfg.resolution
@@ -1217,45 +1134,34 @@ impl DdpmUNet {
         }
         let x = x.f_to_kind(self.kind)?;
         let temb = self.time_embedding(t)?.f_to_kind(self.kind)?;
-        let temb = self
-            .temb_dense1
-            .forward(&self.temb_dense0.forward(&temb)?.f_silu()?)?;
+        let temb = self.temb_dense1.forward(&self.temb_dense0.forward(&temb)?.f_silu()?)?;
         let temb_act = temb.f_silu()?;
 
         let mut hs = vec![self.conv_in.forward(&x)?];
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
-                let last = hs
-                    .last()
-                    .ok_or_else(|| Error::Model("empty skip stack".into()))?;
+                let last = hs.last().ok_or_else(|| Error::Model("empty skip stack".into()))?;
                 let mut h = block.forward(last, &temb_act)?;
                 if let Some(attn) = level.attns.get(i) {
                     h = attn.forward(&h)?;
                 }
                 hs.push(h);
             }
-            let last = hs
-                .last()
-                .ok_or_else(|| Error::Model("empty skip stack".into()))?;
+            let last = hs.last().ok_or_else(|| Error::Model("empty skip stack".into()))?;
             let down = match &level.resample {
                 Resample::None => None,
                 Resample::Conv(conv) => Some(match cfg.downsample_padding {
-                    DownsamplePadding::Asymmetric => {
-                        conv.forward(&last.f_constant_pad_nd([0, 1, 0, 1])?)?
-                    }
+                    DownsamplePadding::Asymmetric => conv.forward(&last.f_constant_pad_nd([0, 1, 0, 1])?)?,
                     DownsamplePadding::Symmetric => conv.forward(last)?,
                 }),
-                Resample::Plain => {
-                    Some(last.f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?)
-                }
+                Resample::Plain => Some(last.f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?),
             };
             if let Some(d) = down {
                 hs.push(d);
             }
         }
         let mut h = self.mid_block_1.forward(
-            hs.last()
-                .ok_or_else(|| Error::Model("empty skip stack".into()))?,
+            hs.last().ok_or_else(|| Error::Model("empty skip stack".into()))?,
             &temb_act,
         )?;
         if let Some(attn) = &self.mid_attn_1 {
@@ -1264,9 +1170,7 @@ impl DdpmUNet {
         h = self.mid_block_2.forward(&h, &temb_act)?;
         for level in self.up.iter().rev() {
             for (i, block) in level.blocks.iter().enumerate() {
-                let skip = hs
-                    .pop()
-                    .ok_or_else(|| Error::Model("skip stack exhausted".into()))?;
+                let skip = hs.pop().ok_or_else(|| Error::Model("skip stack exhausted".into()))?;
                 h = block.forward(&Tensor::f_cat(&[&h, &skip], 1)?, &temb_act)?;
                 if let Some(attn) = level.attns.get(i) {
                     h = attn.forward(&h)?;
@@ -1329,12 +1233,9 @@ pub enum Naming {
 impl Naming {
     /// Detect the naming from the keys.
     pub fn detect(sd: &StateDict) -> Naming {
-        if sd.contains_key("temb.dense.0.weight")
-            || sd.keys().any(|k| k.starts_with("down.0.block."))
-        {
+        if sd.contains_key("temb.dense.0.weight") || sd.keys().any(|k| k.starts_with("down.0.block.")) {
             Naming::Original
-        } else if sd.contains_key("time_embedding.linear_1.weight")
-            || sd.keys().any(|k| k.starts_with("down_blocks."))
+        } else if sd.contains_key("time_embedding.linear_1.weight") || sd.keys().any(|k| k.starts_with("down_blocks."))
         {
             Naming::Diffusers
         } else {
@@ -1386,13 +1287,9 @@ fn locate(path: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         ));
     }
-    let config = path
-        .parent()
-        .map(|d| d.join("config.json"))
-        .filter(|c| c.is_file());
+    let config = path.parent().map(|d| d.join("config.json")).filter(|c| c.is_file());
     // Only a diffusers UNet2DModel config counts (pesser's folders have none).
-    let config = config
-        .filter(|c| std::fs::read_to_string(c).is_ok_and(|t| t.contains("\"block_out_channels\"")));
+    let config = config.filter(|c| std::fs::read_to_string(c).is_ok_and(|t| t.contains("\"block_out_channels\"")));
     Ok((path.to_path_buf(), config))
 }
 
@@ -1474,31 +1371,20 @@ fn rename_diffusers_key(key: &str, levels: usize) -> (String, bool) {
         ["conv_norm_out", p] => Some((format!("norm_out.{p}"), false)),
         ["down_blocks" | "up_blocks", l, kind, rest @ ..] => {
             let is_down = parts[0] == "down_blocks";
-            l.parse::<usize>()
-                .ok()
-                .filter(|&l| l < levels)
-                .and_then(|l| {
-                    let (dir, lvl) = if is_down {
-                        ("down", l)
-                    } else {
-                        ("up", levels - 1 - l)
-                    };
-                    match (*kind, rest) {
-                        ("resnets", [i, r @ ..]) => {
-                            resnet(r).map(|s| (format!("{dir}.{lvl}.block.{i}.{s}"), false))
-                        }
-                        ("attentions", [i, r @ ..]) => {
-                            attention(r).map(|(s, w)| (format!("{dir}.{lvl}.attn.{i}.{s}"), w))
-                        }
-                        ("downsamplers", ["0", "conv", p]) if is_down => {
-                            Some((format!("down.{lvl}.downsample.conv.{p}"), false))
-                        }
-                        ("upsamplers", ["0", "conv", p]) if !is_down => {
-                            Some((format!("up.{lvl}.upsample.conv.{p}"), false))
-                        }
-                        _ => None,
+            l.parse::<usize>().ok().filter(|&l| l < levels).and_then(|l| {
+                let (dir, lvl) = if is_down { ("down", l) } else { ("up", levels - 1 - l) };
+                match (*kind, rest) {
+                    ("resnets", [i, r @ ..]) => resnet(r).map(|s| (format!("{dir}.{lvl}.block.{i}.{s}"), false)),
+                    ("attentions", [i, r @ ..]) => attention(r).map(|(s, w)| (format!("{dir}.{lvl}.attn.{i}.{s}"), w)),
+                    ("downsamplers", ["0", "conv", p]) if is_down => {
+                        Some((format!("down.{lvl}.downsample.conv.{p}"), false))
                     }
-                })
+                    ("upsamplers", ["0", "conv", p]) if !is_down => {
+                        Some((format!("up.{lvl}.upsample.conv.{p}"), false))
+                    }
+                    _ => None,
+                }
+            })
         }
         ["mid_block", "resnets", i, rest @ ..] => {
             let name = match *i {
@@ -1508,9 +1394,7 @@ fn rename_diffusers_key(key: &str, levels: usize) -> (String, bool) {
             };
             name.and_then(|n| resnet(rest).map(|s| (format!("mid.{n}.{s}"), false)))
         }
-        ["mid_block", "attentions", "0", rest @ ..] => {
-            attention(rest).map(|(s, w)| (format!("mid.attn_1.{s}"), w))
-        }
+        ["mid_block", "attentions", "0", rest @ ..] => attention(rest).map(|(s, w)| (format!("mid.attn_1.{s}"), w)),
         _ => None,
     };
     mapped.unwrap_or_else(|| (key.to_string(), false))

@@ -48,21 +48,14 @@ pub fn kind_of(dtype: DType) -> Option<Kind> {
 }
 
 fn is_float_kind(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Double | Kind::Float | Kind::Half | Kind::BFloat16
-    )
+    matches!(kind, Kind::Double | Kind::Float | Kind::Half | Kind::BFloat16)
 }
 
 /// A host tensor from a checkpoint entry, in the entry's own dtype (one copy of the bytes).
 pub fn tensor_from_data(t: &TensorData) -> Result<Tensor> {
     t.check_len()?;
-    let kind = kind_of(t.dtype).ok_or_else(|| {
-        Error::Model(format!(
-            "checkpoint dtype {} has no libtorch equivalent",
-            t.dtype
-        ))
-    })?;
+    let kind = kind_of(t.dtype)
+        .ok_or_else(|| Error::Model(format!("checkpoint dtype {} has no libtorch equivalent", t.dtype)))?;
     let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
     Ok(Tensor::f_from_data_size(&t.data, &shape, kind)?)
 }
@@ -75,12 +68,7 @@ pub fn tensor_from_data(t: &TensorData) -> Result<Tensor> {
 /// variable (unless [`LoadOptions::allow_unexpected`]), or a shape or dtype class (float
 /// vs. integer) differs, the result is an [`Error::Checkpoint`] for `source` that names the
 /// first few offending keys of each kind with their counts, and `vs` is unchanged.
-pub fn load_state_dict_into(
-    vs: &mut VarStore,
-    sd: &StateDict,
-    source: &Path,
-    options: &LoadOptions,
-) -> Result<()> {
+pub fn load_state_dict_into(vs: &mut VarStore, sd: &StateDict, source: &Path, options: &LoadOptions) -> Result<()> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
@@ -155,14 +143,7 @@ pub fn load_state_dict_into(
 pub(crate) fn list(what: &str, items: &[String]) -> String {
     let n = items.len();
     let mut s = format!("{n} {what}{}: ", if n == 1 { "" } else { "s" });
-    s.push_str(
-        &items
-            .iter()
-            .take(SHOW)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    s.push_str(&items.iter().take(SHOW).cloned().collect::<Vec<_>>().join(", "));
     if n > SHOW {
         s.push_str(", ...");
     }

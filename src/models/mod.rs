@@ -117,10 +117,7 @@ pub fn check_device(device: Device) -> Result<()> {
                 ))
             }
         }
-        Device::Vulkan => Err(Error::param(
-            "device",
-            "the Vulkan backend is not supported",
-        )),
+        Device::Vulkan => Err(Error::param("device", "the Vulkan backend is not supported")),
     }
 }
 
@@ -152,9 +149,7 @@ pub fn check_kind(kind: Kind) -> Result<()> {
     } else {
         Err(Error::param(
             "dtype",
-            format!(
-                "{kind:?} is not a compute dtype; use Kind::Float, Kind::Half or Kind::BFloat16"
-            ),
+            format!("{kind:?} is not a compute dtype; use Kind::Float, Kind::Half or Kind::BFloat16"),
         ))
     }
 }
@@ -250,12 +245,7 @@ impl<M: TchModule> TchDenoiser<M> {
     /// Run the network on the host batch `x` and return its raw output as `f32` (any
     /// number of output channels, same N, H and W). [`predict`](Denoiser::predict) is this
     /// plus a check that the output has `x`'s shape.
-    pub fn forward_array(
-        &self,
-        x: ArrayView4<'_, f32>,
-        time: f64,
-        condition: &Condition,
-    ) -> Result<Array4<f32>> {
+    pub fn forward_array(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
         self.spec.check_batch(&x, "TchDenoiser input")?;
         if !time.is_finite() {
             return Err(Error::param("time", format!("must be finite, got {time}")));
@@ -275,8 +265,7 @@ impl<M: TchModule> TchDenoiser<M> {
         };
         guard_panics(|| {
             let _no_grad = tch::no_grad_guard();
-            let host =
-                Tensor::f_from_slice(slice)?.f_view([n as i64, c as i64, h as i64, w as i64])?;
+            let host = Tensor::f_from_slice(slice)?.f_view([n as i64, c as i64, h as i64, w as i64])?;
             let mut out: Vec<f32> = Vec::new();
             let mut out_c = 0usize;
             let mut start = 0usize;
@@ -326,12 +315,9 @@ impl<M: TchModule> TchDenoiser<M> {
         guard_panics(|| {
             let _no_grad = tch::no_grad_guard();
             let (n, _, _, _) = x.size4()?;
-            let x = x
-                .f_to_device(self.model.device())?
-                .f_to_kind(self.model.kind())?;
+            let x = x.f_to_device(self.model.device())?.f_to_kind(self.model.kind())?;
             let t = Tensor::f_full([n], time, (Kind::Float, self.model.device()))?;
-            self.model
-                .forward_t(&x, &t, &condition.repeat_to(n as usize)?)
+            self.model.forward_t(&x, &t, &condition.repeat_to(n as usize)?)
         })
     }
 }
@@ -341,12 +327,7 @@ impl<M: TchModule> Denoiser for TchDenoiser<M> {
         &self.spec
     }
 
-    fn predict(
-        &self,
-        x: ArrayView4<'_, f32>,
-        time: f64,
-        condition: &Condition,
-    ) -> Result<Array4<f32>> {
+    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
         let out = self.forward_array(x, time, condition)?;
         if out.dim() != x.dim() {
             return Err(Error::Model(format!(

@@ -66,7 +66,13 @@ pub fn shapes32_family() -> Shapes {
 /// The `shapes32` network on `device` in dtype `kind`.
 pub fn shapes32(device: Device, kind: Kind) -> Result<DdpmUNet> {
     let weights = Checkpoint::from_bytes(WEIGHTS.to_vec())?.state_dict(&Select::Auto)?;
-    DdpmUNet::from_state_dict(shapes32_config()?, weights, device, kind, Path::new("<embedded shapes32>"))
+    DdpmUNet::from_state_dict(
+        shapes32_config()?,
+        weights,
+        device,
+        kind,
+        Path::new("<embedded shapes32>"),
+    )
 }
 
 /// The `shapes32` network as a Boomerang denoiser (f32).

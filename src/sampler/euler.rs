@@ -28,7 +28,9 @@ pub(super) fn step(
     let (a_cur, s_cur) = (from.level.alpha, from.level.sigma_ve());
     let (a_next, s_next) = (to.level.alpha, to.level.sigma_ve());
     let (s_down, s_up) = if ancestral {
-        let up = (s_next * s_next * (s_cur * s_cur - s_next * s_next) / (s_cur * s_cur)).max(0.0).sqrt();
+        let up = (s_next * s_next * (s_cur * s_cur - s_next * s_next) / (s_cur * s_cur))
+            .max(0.0)
+            .sqrt();
         ((s_next * s_next - up * up).max(0.0).sqrt(), up)
     } else {
         (s_next, 0.0)
@@ -40,7 +42,10 @@ pub(super) fn step(
     if s_up > 0.0 {
         let z = draw(noise, &out)?;
         let cz = (a_next * s_up) as f32;
-        Zip::from(&mut out).and(&x).and(&z).par_for_each(|o, &x, &z| *o = cx * x + ce * *o + cz * z);
+        Zip::from(&mut out)
+            .and(&x)
+            .and(&z)
+            .par_for_each(|o, &x, &z| *o = cx * x + ce * *o + cz * z);
     } else {
         Zip::from(&mut out).and(&x).par_for_each(|o, &x| *o = cx * x + ce * *o);
     }

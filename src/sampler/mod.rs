@@ -167,12 +167,10 @@ impl Sampler {
                 ))
             }
             Sampler::PredictorCorrector { .. } => Ok(()),
-            _ if schedule.kind() != ProcessKind::VariancePreserving => Err(Error::Incompatible(
-                format!(
-                    "{self:?} is defined here for VP schedules; use the predictor-corrector \
+            _ if schedule.kind() != ProcessKind::VariancePreserving => Err(Error::Incompatible(format!(
+                "{self:?} is defined here for VP schedules; use the predictor-corrector \
                      sampler for a VE SDE"
-                ),
-            )),
+            ))),
             _ => Ok(()),
         }
     }
@@ -208,10 +206,9 @@ impl Sampler {
                 let pred = model(x, from)?;
                 ddim::step(eta, pred, from, to, noise)
             }
-            Sampler::PredictorCorrector {
-                snr,
-                corrector_steps,
-            } => langevin::step(snr, corrector_steps, model, x, from, to, noise),
+            Sampler::PredictorCorrector { snr, corrector_steps } => {
+                langevin::step(snr, corrector_steps, model, x, from, to, noise)
+            }
             Sampler::Pndm => multistep::pndm(model, x, from, to, &mut state.history),
             Sampler::DpmSolverPp2M => {
                 let pred = model(x, from)?;

@@ -48,7 +48,11 @@ pub(super) fn pndm(
         }
         (0, None) => pred.eps.clone(),
         (1, _) => combine(&[(1.5, &pred.eps), (-0.5, &history[0])]),
-        (2, _) => combine(&[(23.0 / 12.0, &pred.eps), (-16.0 / 12.0, &history[1]), (5.0 / 12.0, &history[0])]),
+        (2, _) => combine(&[
+            (23.0 / 12.0, &pred.eps),
+            (-16.0 / 12.0, &history[1]),
+            (5.0 / 12.0, &history[0]),
+        ]),
         (n, _) => combine(&[
             (55.0 / 24.0, &pred.eps),
             (-59.0 / 24.0, &history[n - 1]),

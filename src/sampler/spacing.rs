@@ -183,9 +183,7 @@ pub fn fastdpm_var_betas(schedule: &DiscreteSchedule, steps: usize, kind: FastDp
     let g = |x: f64| -> Vec<f64> {
         match kind {
             FastDpmKind::Linear => linspace(beta0, x, steps),
-            FastDpmKind::Quadratic => (0..steps)
-                .map(|i| beta0 * (1.0 + i as f64 * x).powi(2))
-                .collect(),
+            FastDpmKind::Quadratic => (0..steps).map(|i| beta0 * (1.0 + i as f64 * x).powi(2)).collect(),
         }
     };
     let domain = match kind {
@@ -264,7 +262,9 @@ fn check_linear(schedule: &DiscreteSchedule) -> Result<()> {
     let b = schedule.betas();
     let lin = linspace(b[0], b[b.len() - 1], b.len());
     let linear = b[b.len() - 1] > b[0]
-        && b.iter().zip(&lin).all(|(x, y)| (x - y).abs() <= 1e-12 * y.abs().max(1e-12));
+        && b.iter()
+            .zip(&lin)
+            .all(|(x, y)| (x - y).abs() <= 1e-12 * y.abs().max(1e-12));
     if linear {
         Ok(())
     } else {

@@ -50,14 +50,22 @@ pub enum BetaSchedule {
 impl BetaSchedule {
     /// Ho et al.'s DDPM schedule: linear from 1e-4 to 0.02 over 1000 steps.
     pub fn ddpm() -> Self {
-        BetaSchedule::Linear { num_train_timesteps: 1000, beta_start: 1e-4, beta_end: 0.02 }
+        BetaSchedule::Linear {
+            num_train_timesteps: 1000,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        }
     }
 
     /// `T`.
     pub fn num_train_timesteps(&self) -> usize {
         match *self {
-            BetaSchedule::Linear { num_train_timesteps, .. }
-            | BetaSchedule::ScaledLinear { num_train_timesteps, .. }
+            BetaSchedule::Linear {
+                num_train_timesteps, ..
+            }
+            | BetaSchedule::ScaledLinear {
+                num_train_timesteps, ..
+            }
             | BetaSchedule::Cosine { num_train_timesteps } => num_train_timesteps,
         }
     }
@@ -65,12 +73,16 @@ impl BetaSchedule {
     /// The schedule itself (validates the parameters).
     pub fn build(&self) -> Result<DiscreteSchedule> {
         match *self {
-            BetaSchedule::Linear { num_train_timesteps, beta_start, beta_end } => {
-                DiscreteSchedule::linear(num_train_timesteps, beta_start, beta_end)
-            }
-            BetaSchedule::ScaledLinear { num_train_timesteps, beta_start, beta_end } => {
-                DiscreteSchedule::scaled_linear(num_train_timesteps, beta_start, beta_end)
-            }
+            BetaSchedule::Linear {
+                num_train_timesteps,
+                beta_start,
+                beta_end,
+            } => DiscreteSchedule::linear(num_train_timesteps, beta_start, beta_end),
+            BetaSchedule::ScaledLinear {
+                num_train_timesteps,
+                beta_start,
+                beta_end,
+            } => DiscreteSchedule::scaled_linear(num_train_timesteps, beta_start, beta_end),
             BetaSchedule::Cosine { num_train_timesteps } => DiscreteSchedule::cosine(num_train_timesteps, 0.008, 0.999),
         }
     }
@@ -90,7 +102,12 @@ impl BetaSchedule {
             )
         };
         let (body, steps) = match text.split_once('@') {
-            Some((b, s)) => (b, s.trim().parse::<usize>().map_err(|_| bad("STEPS must be a whole number"))?),
+            Some((b, s)) => (
+                b,
+                s.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad("STEPS must be a whole number"))?,
+            ),
             None => (text, 1000),
         };
         let mut parts = body.split(':').map(str::trim);
@@ -106,13 +123,23 @@ impl BetaSchedule {
         let schedule = match name {
             "linear" => {
                 let (beta_start, beta_end) = ends((1e-4, 0.02))?;
-                BetaSchedule::Linear { num_train_timesteps: steps, beta_start, beta_end }
+                BetaSchedule::Linear {
+                    num_train_timesteps: steps,
+                    beta_start,
+                    beta_end,
+                }
             }
             "scaled-linear" | "scaled_linear" => {
                 let (beta_start, beta_end) = ends((0.00085, 0.012))?;
-                BetaSchedule::ScaledLinear { num_train_timesteps: steps, beta_start, beta_end }
+                BetaSchedule::ScaledLinear {
+                    num_train_timesteps: steps,
+                    beta_start,
+                    beta_end,
+                }
             }
-            "cosine" | "squaredcos_cap_v2" if numbers.is_empty() => BetaSchedule::Cosine { num_train_timesteps: steps },
+            "cosine" | "squaredcos_cap_v2" if numbers.is_empty() => BetaSchedule::Cosine {
+                num_train_timesteps: steps,
+            },
             "cosine" | "squaredcos_cap_v2" => return Err(bad("cosine takes no START:END")),
             _ => return Err(bad("unknown schedule")),
         };
@@ -135,16 +162,28 @@ impl BetaSchedule {
         };
         let steps = number("num_train_timesteps", 1000.0)?;
         if !(steps >= 2.0 && steps.fract() == 0.0) {
-            return Err(Error::InvalidInput(format!("`num_train_timesteps` must be a whole number ≥ 2, got {steps}")));
+            return Err(Error::InvalidInput(format!(
+                "`num_train_timesteps` must be a whole number ≥ 2, got {steps}"
+            )));
         }
         let num_train_timesteps = steps as usize;
         let (beta_start, beta_end) = (number("beta_start", 1e-4)?, number("beta_end", 0.02)?);
         if v.get("trained_betas").is_some_and(|b| !b.is_null()) {
-            return Err(Error::InvalidInput("`trained_betas` schedules are not supported".into()));
+            return Err(Error::InvalidInput(
+                "`trained_betas` schedules are not supported".into(),
+            ));
         }
         let schedule = match v.get("beta_schedule").and_then(|s| s.as_str()).unwrap_or("linear") {
-            "linear" => BetaSchedule::Linear { num_train_timesteps, beta_start, beta_end },
-            "scaled_linear" => BetaSchedule::ScaledLinear { num_train_timesteps, beta_start, beta_end },
+            "linear" => BetaSchedule::Linear {
+                num_train_timesteps,
+                beta_start,
+                beta_end,
+            },
+            "scaled_linear" => BetaSchedule::ScaledLinear {
+                num_train_timesteps,
+                beta_start,
+                beta_end,
+            },
             "squaredcos_cap_v2" => BetaSchedule::Cosine { num_train_timesteps },
             other => {
                 return Err(Error::InvalidInput(format!(
@@ -174,12 +213,16 @@ impl BetaSchedule {
             "clip_sample": true,
         });
         match *self {
-            BetaSchedule::Linear { beta_start, beta_end, .. } => {
+            BetaSchedule::Linear {
+                beta_start, beta_end, ..
+            } => {
                 v["beta_schedule"] = "linear".into();
                 v["beta_start"] = beta_start.into();
                 v["beta_end"] = beta_end.into();
             }
-            BetaSchedule::ScaledLinear { beta_start, beta_end, .. } => {
+            BetaSchedule::ScaledLinear {
+                beta_start, beta_end, ..
+            } => {
                 v["beta_schedule"] = "scaled_linear".into();
                 v["beta_start"] = beta_start.into();
                 v["beta_end"] = beta_end.into();
@@ -198,10 +241,19 @@ mod tests {
     fn scheduler_configs_round_trip() {
         for s in [
             BetaSchedule::ddpm(),
-            BetaSchedule::ScaledLinear { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012 },
-            BetaSchedule::Cosine { num_train_timesteps: 4000 },
+            BetaSchedule::ScaledLinear {
+                num_train_timesteps: 1000,
+                beta_start: 0.00085,
+                beta_end: 0.012,
+            },
+            BetaSchedule::Cosine {
+                num_train_timesteps: 4000,
+            },
         ] {
-            assert_eq!(BetaSchedule::from_scheduler_config(&s.to_scheduler_config()).unwrap(), s);
+            assert_eq!(
+                BetaSchedule::from_scheduler_config(&s.to_scheduler_config()).unwrap(),
+                s
+            );
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(serde_json::from_str::<BetaSchedule>(&json).unwrap(), s);
         }
@@ -214,7 +266,14 @@ mod tests {
                      "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false,
                      "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null}"#;
         let s = BetaSchedule::from_scheduler_config(sd).unwrap();
-        assert_eq!(s, BetaSchedule::ScaledLinear { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012 });
+        assert_eq!(
+            s,
+            BetaSchedule::ScaledLinear {
+                num_train_timesteps: 1000,
+                beta_start: 0.00085,
+                beta_end: 0.012
+            }
+        );
         assert_eq!(BetaSchedule::from_scheduler_config("{}").unwrap(), BetaSchedule::ddpm());
     }
 
@@ -230,13 +289,25 @@ mod tests {
         ] {
             assert!(BetaSchedule::from_scheduler_config(text).is_err(), "{text}");
         }
-        for text in ["", "quadratic", "linear:1e-4", "cosine:0.1:0.2", "linear@x", "linear@1", "linear:a:b"] {
+        for text in [
+            "",
+            "quadratic",
+            "linear:1e-4",
+            "cosine:0.1:0.2",
+            "linear@x",
+            "linear@1",
+            "linear:a:b",
+        ] {
             let e = BetaSchedule::parse(text).unwrap_err().to_string();
             assert!(e.contains("schedule") || e.contains("step"), "{text}: {e}");
         }
         assert_eq!(
             BetaSchedule::parse("scaled-linear@500").unwrap(),
-            BetaSchedule::ScaledLinear { num_train_timesteps: 500, beta_start: 0.00085, beta_end: 0.012 }
+            BetaSchedule::ScaledLinear {
+                num_train_timesteps: 500,
+                beta_start: 0.00085,
+                beta_end: 0.012
+            }
         );
     }
 }

@@ -54,13 +54,14 @@ impl DiscreteSchedule {
             return Err(Error::param("s", format!("must be finite and >= 0, got {s}")));
         }
         if !(max_beta > 0.0 && max_beta < 1.0) {
-            return Err(Error::param(
-                "max_beta",
-                format!("must lie in (0, 1), got {max_beta}"),
-            ));
+            return Err(Error::param("max_beta", format!("must lie in (0, 1), got {max_beta}")));
         }
         let t_total = num_steps as f64;
-        let f = |u: f64| ((u / t_total + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |u: f64| {
+            ((u / t_total + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         let betas = (0..num_steps)
             .map(|i| {
                 let (u0, u1) = (i as f64, (i + 1) as f64);
@@ -91,10 +92,7 @@ impl DiscreteSchedule {
                 acc
             })
             .collect();
-        Ok(Self {
-            betas,
-            alphas_cumprod,
-        })
+        Ok(Self { betas, alphas_cumprod })
     }
 
     /// Number of training steps `T`.

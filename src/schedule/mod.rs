@@ -149,10 +149,7 @@ impl NoiseSchedule {
     pub fn start(&self, t: TimeSpec) -> Result<GridPoint> {
         let time = match (self, t) {
             (_, TimeSpec::Fraction(f)) if !(f > 0.0 && f <= 1.0) => {
-                return Err(Error::param(
-                    "t",
-                    format!("a fraction t/T must lie in (0, 1], got {f}"),
-                ))
+                return Err(Error::param("t", format!("a fraction t/T must lie in (0, 1], got {f}")))
             }
             (NoiseSchedule::Discrete(s), TimeSpec::Fraction(f)) => {
                 let step = (f * (s.num_steps() - 1) as f64).round();
@@ -228,10 +225,7 @@ impl NoiseSchedule {
 
 fn check_unit_time(t: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&t) {
-        return Err(Error::param(
-            "time",
-            format!("SDE time must lie in [0, 1], got {t}"),
-        ));
+        return Err(Error::param("time", format!("SDE time must lie in [0, 1], got {t}")));
     }
     Ok(())
 }

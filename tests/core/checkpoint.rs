@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use boomerang::checkpoint::{
-    self, convert_to_safetensors, load_state_dict, load_state_dict_with, save_safetensors,
-    Checkpoint, DType, Format, Select, StateDict, TensorData, Value,
+    self, convert_to_safetensors, load_state_dict, load_state_dict_with, save_safetensors, Checkpoint, DType, Format,
+    Select, StateDict, TensorData, Value,
 };
 use boomerang::Error;
 use proptest::prelude::*;
@@ -106,11 +106,7 @@ fn with_select<T>(sel: &serde_json::Value, f: impl FnOnce(&Select<'_>) -> T) -> 
             f(&Select::Path(&p))
         }
         "ema_shadow" => {
-            let (m, s, x) = (
-                strs(&sel["model"]),
-                strs(&sel["shadow"]),
-                strs(&sel["exclude"]),
-            );
+            let (m, s, x) = (strs(&sel["model"]), strs(&sel["shadow"]), strs(&sel["exclude"]));
             let m: Vec<&str> = m.iter().map(String::as_str).collect();
             let s: Vec<&str> = s.iter().map(String::as_str).collect();
             let x: Vec<&str> = x.iter().map(String::as_str).collect();
@@ -131,20 +127,12 @@ fn assert_matches(case: &Case, sd: &StateDict, how: &str) {
     assert_eq!(names, want, "{ctx}: names or order differ");
     for e in &case.tensors {
         let t = sd.get(&e.name).unwrap();
-        assert_eq!(
-            t.dtype.safetensors_name(),
-            e.dtype,
-            "{ctx}: dtype of {}",
-            e.name
-        );
+        assert_eq!(t.dtype.safetensors_name(), e.dtype, "{ctx}: dtype of {}", e.name);
         assert_eq!(t.shape, e.shape, "{ctx}: shape of {}", e.name);
         assert_eq!(t.numel(), e.values.len(), "{ctx}: numel of {}", e.name);
         t.check_len().unwrap();
         let got = t.to_f32_vec().unwrap();
-        let same = got
-            .iter()
-            .zip(&e.values)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = got.iter().zip(&e.values).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(
             same,
             "{ctx}: values of {} differ:\n got {got:?}\nwant {:?}",
@@ -156,11 +144,7 @@ fn assert_matches(case: &Case, sd: &StateDict, how: &str) {
 #[test]
 fn every_fixture_yields_the_values_pytorch_saved() {
     let cases = expected_cases();
-    assert!(
-        cases.len() >= 15,
-        "expected.json lists only {} cases",
-        cases.len()
-    );
+    assert!(cases.len() >= 15, "expected.json lists only {} cases", cases.len());
     for case in &cases {
         let path = fixture(&case.file);
         let lazy = with_select(&case.select, |s| load_state_dict_with(&path, s))
@@ -183,11 +167,7 @@ fn formats_are_detected_from_content_not_extension() {
     ] {
         let renamed = dir.join(format!("{name}.safetensors.bin"));
         std::fs::copy(fixture(name), &renamed).unwrap();
-        assert_eq!(
-            Checkpoint::open(&renamed).unwrap().format(),
-            format,
-            "{name}"
-        );
+        assert_eq!(Checkpoint::open(&renamed).unwrap().format(), format, "{name}");
     }
     let a = load_state_dict(fixture("flat_zip.pt")).unwrap();
     let b = load_state_dict(fixture("flat_legacy.pt")).unwrap();
@@ -214,22 +194,11 @@ fn object_trees_keep_the_non_tensor_values() {
     let ema = dlsm.root().get("ema").unwrap();
     assert_eq!(ema.get("decay"), Some(&Value::Float(0.999)));
     assert_eq!(ema.get("num_updates"), Some(&Value::Int(17)));
-    assert_eq!(
-        ema.get("shadow_params").unwrap().as_list().unwrap().len(),
-        6
-    );
+    assert_eq!(ema.get("shadow_params").unwrap().as_list().unwrap().len(), 6);
 
     let dtypes = Checkpoint::open(fixture("dtypes_zip.pt")).unwrap();
-    let scalar = dtypes
-        .root()
-        .get("scalar_f16")
-        .unwrap()
-        .as_tensor()
-        .unwrap();
-    assert_eq!(
-        (scalar.dtype, scalar.shape.len(), scalar.numel()),
-        (DType::F16, 0, 1)
-    );
+    let scalar = dtypes.root().get("scalar_f16").unwrap().as_tensor().unwrap();
+    assert_eq!((scalar.dtype, scalar.shape.len(), scalar.numel()), (DType::F16, 0, 1));
     assert_eq!(scalar.to_f32_vec().unwrap(), vec![1.5]);
 }
 
@@ -250,28 +219,13 @@ fn bare_pickles_of_both_protocols_agree() {
             Value::Bool(false)
         ]))
     );
-    assert_eq!(
-        r.get("c"),
-        Some(&Value::Tuple(vec![Value::Int(1), Value::Int(2)]))
-    );
+    assert_eq!(r.get("c"), Some(&Value::Tuple(vec![Value::Int(1), Value::Int(2)])));
     assert_eq!(r.get("d"), Some(&Value::Bytes(b"bytes\x00\xff".to_vec())));
-    assert_eq!(
-        r.get("big"),
-        Some(&Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]))
-    );
+    assert_eq!(r.get("big"), Some(&Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40])));
     assert_eq!(r.get("neg"), Some(&Value::Int(-(1 << 40))));
     assert_eq!(r.get("s"), Some(&Value::List(vec![Value::Int(3)])));
-    assert_eq!(
-        r.get("unicode"),
-        Some(&Value::Str("h\u{e9}llo \u{2603}".into()))
-    );
-    let deep = r
-        .get("nested")
-        .unwrap()
-        .get("k")
-        .unwrap()
-        .get("deep")
-        .unwrap();
+    assert_eq!(r.get("unicode"), Some(&Value::Str("h\u{e9}llo \u{2603}".into())));
+    let deep = r.get("nested").unwrap().get("k").unwrap().get("deep").unwrap();
     assert_eq!(
         deep,
         &Value::List(vec![
@@ -287,10 +241,7 @@ fn bare_pickles_of_both_protocols_agree() {
 #[test]
 fn auto_explains_the_dlsm_layout() {
     let e = checkpoint_message(&load_state_dict(fixture("dlsm.pt")).unwrap_err());
-    assert!(
-        e.contains("Select::EmaShadow") && e.contains("shadow_params"),
-        "{e}"
-    );
+    assert!(e.contains("Select::EmaShadow") && e.contains("shadow_params"), "{e}");
     assert!(e.contains("Select::Path(&[\"model\"])"), "{e}");
     assert!(
         e.contains("8 entries") && e.contains("6 tensors") && e.contains("2 names"),
@@ -314,34 +265,18 @@ fn ema_shadow_errors_name_the_mismatch() {
     );
     assert!(e.contains("exclude 1 more"), "{e}");
     // The right count but the wrong names: the first shape mismatch is named.
-    let e = checkpoint_message(
-        &load_state_dict_with(&path, &sel(&["sigmas", "all_modules.1.bias"])).unwrap_err(),
-    );
-    assert!(
-        e.contains("shape mismatch") && e.contains("`all_modules.0.W`"),
-        "{e}"
-    );
+    let e = checkpoint_message(&load_state_dict_with(&path, &sel(&["sigmas", "all_modules.1.bias"])).unwrap_err());
+    assert!(e.contains("shape mismatch") && e.contains("`all_modules.0.W`"), "{e}");
     // A name that does not exist.
-    let e = checkpoint_message(
-        &load_state_dict_with(&path, &sel(&["sigmas", "all_modules.0.w"])).unwrap_err(),
-    );
-    assert!(
-        e.contains("\"all_modules.0.w\" is not in the model dict"),
-        "{e}"
-    );
+    let e = checkpoint_message(&load_state_dict_with(&path, &sel(&["sigmas", "all_modules.0.w"])).unwrap_err());
+    assert!(e.contains("\"all_modules.0.w\" is not in the model dict"), "{e}");
     // `module.`-prefixed exclude names are accepted too.
-    let ok =
-        load_state_dict_with(&path, &sel(&["module.sigmas", "module.all_modules.0.W"])).unwrap();
+    let ok = load_state_dict_with(&path, &sel(&["module.sigmas", "module.all_modules.0.W"])).unwrap();
     assert_eq!(ok.len(), 8);
     // A path that leads nowhere lists what is there.
     let e = checkpoint_message(&load_state_dict_with(&path, &Select::Path(&["emma"])).unwrap_err());
-    assert!(
-        e.contains("no key \"emma\"") && e.contains("\"ema\""),
-        "{e}"
-    );
-    let e = checkpoint_message(
-        &load_state_dict_with(&path, &Select::Path(&["ema", "shadow_params"])).unwrap_err(),
-    );
+    assert!(e.contains("no key \"emma\"") && e.contains("\"ema\""), "{e}");
+    let e = checkpoint_message(&load_state_dict_with(&path, &Select::Path(&["ema", "shadow_params"])).unwrap_err());
     assert!(e.contains("Select::EmaShadow"), "{e}");
 }
 
@@ -365,11 +300,7 @@ fn assert_no_payload_marker() {
     ];
     for d in &dirs {
         for m in MARKERS {
-            assert!(
-                !d.join(m).exists(),
-                "{} exists: a payload ran",
-                d.join(m).display()
-            );
+            assert!(!d.join(m).exists(), "{} exists: a payload ran", d.join(m).display());
         }
     }
 }
@@ -389,10 +320,7 @@ fn malicious_pickles_are_refused_without_running_anything() {
                 assert!(message.contains("refused to load"), "{message}");
                 assert!(message.contains(global), "{message}");
                 assert!(message.contains("never executes code"), "{message}");
-                assert!(
-                    message.contains("torch.save(model.state_dict())"),
-                    "{message}"
-                );
+                assert!(message.contains("torch.save(model.state_dict())"), "{message}");
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -449,11 +377,7 @@ fn corrupt_and_foreign_files_are_clear_errors() {
             b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n",
             "git lfs pull",
         ),
-        (
-            "html",
-            b"<!DOCTYPE html>\n<html><body>Sign in</body></html>",
-            "HTML",
-        ),
+        ("html", b"<!DOCTYPE html>\n<html><body>Sign in</body></html>", "HTML"),
         (
             "garbage",
             &[0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3],
@@ -557,14 +481,8 @@ fn safetensors_round_trip_and_no_overwrite() {
     let out = dir.join("model.safetensors");
     save_safetensors(&sd, &out).unwrap();
     let back = load_state_dict(&out).unwrap();
-    assert_eq!(
-        back, sd,
-        "round trip changed the state dict (order included)"
-    );
-    assert_eq!(
-        Checkpoint::open(&out).unwrap().format(),
-        Format::SafeTensors
-    );
+    assert_eq!(back, sd, "round trip changed the state dict (order included)");
+    assert_eq!(Checkpoint::open(&out).unwrap().format(), Format::SafeTensors);
 
     // The reference implementation reads our file.
     let bytes = std::fs::read(&out).unwrap();
@@ -573,11 +491,7 @@ fn safetensors_round_trip_and_no_overwrite() {
     for (name, t) in sd.iter() {
         let v = st.tensor(name).unwrap();
         assert_eq!(v.shape(), t.shape.as_slice(), "{name}");
-        assert_eq!(
-            format!("{:?}", v.dtype()),
-            t.dtype.safetensors_name(),
-            "{name}"
-        );
+        assert_eq!(format!("{:?}", v.dtype()), t.dtype.safetensors_name(), "{name}");
         assert_eq!(v.data(), t.data.as_slice(), "{name}");
     }
 
@@ -598,10 +512,7 @@ fn safetensors_round_trip_and_no_overwrite() {
     let mut broken = StateDict::new();
     broken.insert("bad".into(), TensorData::from_f32(vec![3], &[1.0]));
     let p = dir.join("broken.safetensors");
-    assert!(matches!(
-        save_safetensors(&broken, &p),
-        Err(Error::Shape(_))
-    ));
+    assert!(matches!(save_safetensors(&broken, &p), Err(Error::Shape(_))));
     assert!(!p.exists());
 }
 

@@ -7,14 +7,23 @@ use ndarray::{s, Array4, Axis};
 use rand::SeedableRng;
 
 fn images(n: usize) -> Array4<f32> {
-    Array4::from_shape_fn((n, 3, 16, 16), |(i, c, h, w)| (((i * 7 + c * 3 + h * 5 + w) % 23) as f32 / 11.5) - 1.0)
+    Array4::from_shape_fn((n, 3, 16, 16), |(i, c, h, w)| {
+        (((i * 7 + c * 3 + h * 5 + w) % 23) as f32 / 11.5) - 1.0
+    })
 }
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }
 
-fn runners() -> Vec<(&'static str, Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -> Array4<f32> + Sync>)> {
+fn runners() -> Vec<(
+    &'static str,
+    Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -> Array4<f32> + Sync>,
+)> {
     let vp = DiscreteSchedule::linear(200, 1e-4, 0.1).unwrap();
     let data = EmpiricalDenoiser::new(images(5), DataRange::MinusOneToOne).unwrap();
     let mk = |d: Box<dyn Denoiser + Sync>, sampler: Sampler, spacing: Spacing, ve: bool| {
@@ -29,9 +38,23 @@ fn runners() -> Vec<(&'static str, Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -
         }) as Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -> Array4<f32> + Sync>
     };
     vec![
-        ("ddpm", mk(Box::new(GaussianDenoiser::new(0.0, 0.5).unwrap()), Sampler::ddpm(), Spacing::Full, false)),
-        ("ddim-eta1", mk(Box::new(data.clone()), Sampler::ddim(1.0), Spacing::Uniform(50), false)),
-        ("pc", mk(Box::new(data), Sampler::predictor_corrector(), Spacing::Full, true)),
+        (
+            "ddpm",
+            mk(
+                Box::new(GaussianDenoiser::new(0.0, 0.5).unwrap()),
+                Sampler::ddpm(),
+                Spacing::Full,
+                false,
+            ),
+        ),
+        (
+            "ddim-eta1",
+            mk(Box::new(data.clone()), Sampler::ddim(1.0), Spacing::Uniform(50), false),
+        ),
+        (
+            "pc",
+            mk(Box::new(data), Sampler::predictor_corrector(), Spacing::Full, true),
+        ),
     ]
 }
 
@@ -42,15 +65,27 @@ fn identical_across_batch_size_order_and_threads() {
     for (name, run) in runners() {
         let full = in_pool(2, || run(&x, &mut NoiseStreams::keyed(42, &keys)));
         // Again: bit-identical.
-        assert_eq!(full, in_pool(2, || run(&x, &mut NoiseStreams::keyed(42, &keys))), "{name}: rerun");
+        assert_eq!(
+            full,
+            in_pool(2, || run(&x, &mut NoiseStreams::keyed(42, &keys))),
+            "{name}: rerun"
+        );
         // One thread.
-        assert_eq!(full, in_pool(1, || run(&x, &mut NoiseStreams::keyed(42, &keys))), "{name}: 1 thread");
+        assert_eq!(
+            full,
+            in_pool(1, || run(&x, &mut NoiseStreams::keyed(42, &keys))),
+            "{name}: 1 thread"
+        );
         // Batches of 1, 2 and 3, each item with its own key.
         for chunk in [1, 2, 3] {
             for start in (0..6).step_by(chunk) {
                 let part = x.slice(s![start..start + chunk, .., .., ..]).to_owned();
                 let out = run(&part, &mut NoiseStreams::keyed(42, &keys[start..start + chunk]));
-                assert_eq!(out, full.slice(s![start..start + chunk, .., .., ..]), "{name}: batch {chunk} at {start}");
+                assert_eq!(
+                    out,
+                    full.slice(s![start..start + chunk, .., .., ..]),
+                    "{name}: batch {chunk} at {start}"
+                );
             }
         }
         // Reversed order.
@@ -65,11 +100,22 @@ fn identical_across_batch_size_order_and_threads() {
 
 #[test]
 fn run_with_rng_is_batch_prefix_stable_and_seeded() {
-    let runner = Boomerang::builder(GaussianDenoiser::new(0.0, 0.5).unwrap(), DiscreteSchedule::linear(100, 1e-4, 0.2).unwrap())
-        .build()
-        .unwrap();
+    let runner = Boomerang::builder(
+        GaussianDenoiser::new(0.0, 0.5).unwrap(),
+        DiscreteSchedule::linear(100, 1e-4, 0.2).unwrap(),
+    )
+    .build()
+    .unwrap();
     let x = images(4);
-    let go = |x: &Array4<f32>, seed| runner.run(x.view(), TimeSpec::fraction(0.5), &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed)).unwrap();
+    let go = |x: &Array4<f32>, seed| {
+        runner
+            .run(
+                x.view(),
+                TimeSpec::fraction(0.5),
+                &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            )
+            .unwrap()
+    };
     let a = go(&x, 1);
     assert_eq!(a, go(&x, 1));
     let prefix = go(&x.slice(s![..2, .., .., ..]).to_owned(), 1);
@@ -83,19 +129,33 @@ fn run_with_rng_is_batch_prefix_stable_and_seeded() {
 
 #[test]
 fn run_with_is_forward_noise_then_reverse_from() {
-    let runner = Boomerang::builder(GaussianDenoiser::new(0.0, 0.5).unwrap(), DiscreteSchedule::linear(100, 1e-4, 0.2).unwrap())
-        .sampler(Sampler::ddim(1.0))
-        .build()
-        .unwrap();
+    let runner = Boomerang::builder(
+        GaussianDenoiser::new(0.0, 0.5).unwrap(),
+        DiscreteSchedule::linear(100, 1e-4, 0.2).unwrap(),
+    )
+    .sampler(Sampler::ddim(1.0))
+    .build()
+    .unwrap();
     let x = images(3);
     let keys = [4, 5, 6];
-    let full = runner.run_with(x.view(), TimeSpec::fraction(0.4), &mut NoiseStreams::keyed(9, &keys), None).unwrap();
+    let full = runner
+        .run_with(
+            x.view(),
+            TimeSpec::fraction(0.4),
+            &mut NoiseStreams::keyed(9, &keys),
+            None,
+        )
+        .unwrap();
     // Same streams: the forward draw consumes the first item-sized block of each stream.
     let mut noise = NoiseStreams::keyed(9, &keys);
     let z = noise.normal((3, 16, 16)).unwrap();
     let a = full.start.level;
-    let x_t = ndarray::Zip::from(&x).and(&z).map_collect(|&x, &z| a.alpha as f32 * x + a.sigma as f32 * z);
+    let x_t = ndarray::Zip::from(&x)
+        .and(&z)
+        .map_collect(|&x, &z| a.alpha as f32 * x + a.sigma as f32 * z);
     assert_eq!(x_t, full.x_t);
-    let rev = runner.reverse_from(x_t.view(), TimeSpec::fraction(0.4), &mut noise, None).unwrap();
+    let rev = runner
+        .reverse_from(x_t.view(), TimeSpec::fraction(0.4), &mut noise, None)
+        .unwrap();
     assert_eq!(rev.sample, full.sample);
 }

@@ -21,7 +21,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fastdpm_schedules.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fastdpm_schedules.json"
+    ))
+    .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -40,15 +44,32 @@ fn step_and_var_match_reference_for_s_10_20_50_100() {
     assert_eq!(f.cases.len(), 8);
     for c in &f.cases {
         let k = kind(&c.kind);
-        assert_eq!(fastdpm_step_taus(1000, c.s, k).unwrap(), c.step_taus, "STEP S={} {}", c.s, c.kind);
+        assert_eq!(
+            fastdpm_step_taus(1000, c.s, k).unwrap(),
+            c.step_taus,
+            "STEP S={} {}",
+            c.s,
+            c.kind
+        );
         let etas = fastdpm_var_betas(&sched, c.s, k).unwrap();
         assert_eq!(etas.len(), c.s);
         for (a, b) in etas.iter().zip(&c.var_etas) {
             // Same f64 operations in the same order: agreement to rounding.
-            assert!((a - b).abs() <= 1e-12 * b.abs(), "VAR eta S={} {}: {a} vs {b}", c.s, c.kind);
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs(),
+                "VAR eta S={} {}: {a} vs {b}",
+                c.s,
+                c.kind
+            );
         }
         let mut g = 1.0;
-        let gammas: Vec<f64> = etas.iter().map(|e| { g *= 1.0 - e; g }).collect();
+        let gammas: Vec<f64> = etas
+            .iter()
+            .map(|e| {
+                g *= 1.0 - e;
+                g
+            })
+            .collect();
         let times = fastdpm_var_times(&sched, &gammas).unwrap();
         for (a, b) in times.iter().zip(&c.var_times) {
             // Bisection stops at relative 1e-8 of log γ̄; 1e-6 steps absolute is far inside.
@@ -60,7 +81,12 @@ fn step_and_var_match_reference_for_s_10_20_50_100() {
         let target = sched.alphas_cumprod()[999];
         assert!(g >= target * (1.0 - 1e-12));
         if !(c.kind == "quadratic" && c.s <= 20) {
-            assert!((g - target) / target <= 1e-4 + 1e-12, "S={} {}: {g} vs {target}", c.s, c.kind);
+            assert!(
+                (g - target) / target <= 1e-4 + 1e-12,
+                "S={} {}: {g} vs {target}",
+                c.s,
+                c.kind
+            );
         }
     }
 }
@@ -70,7 +96,10 @@ fn boomerang_grids_start_exactly_at_t_and_only_run_below_it() {
     let sched: NoiseSchedule = DiscreteSchedule::linear(1000, 1e-4, 0.02).unwrap().into();
     for s in [10, 20, 50, 100] {
         for k in [FastDpmKind::Linear, FastDpmKind::Quadratic] {
-            for spacing in [Spacing::FastDpmStep { steps: s, kind: k }, Spacing::FastDpmVar { steps: s, kind: k }] {
+            for spacing in [
+                Spacing::FastDpmStep { steps: s, kind: k },
+                Spacing::FastDpmVar { steps: s, kind: k },
+            ] {
                 for t in [37usize, 500, 999] {
                     let start = sched.start(TimeSpec::step(t)).unwrap();
                     let grid = spacing.grid(&sched, start).unwrap();
@@ -78,7 +107,10 @@ fn boomerang_grids_start_exactly_at_t_and_only_run_below_it() {
                     assert_eq!(grid[0].level, start.level);
                     for w in grid.windows(2) {
                         assert!(w[1].time < w[0].time, "{spacing:?} t={t}: times not descending");
-                        assert!(w[1].level.alpha_bar() > w[0].level.alpha_bar(), "{spacing:?}: noise not decreasing");
+                        assert!(
+                            w[1].level.alpha_bar() > w[0].level.alpha_bar(),
+                            "{spacing:?}: noise not decreasing"
+                        );
                     }
                     // Cost is proportional to t: never more points than the full run has.
                     assert!(grid.len() <= s + 1);

@@ -16,7 +16,9 @@ fn png_round_trip_is_exact_on_8_bit_values_in_both_ranges() {
     for range in [DataRange::MinusOneToOne, DataRange::ZeroToOne] {
         let (lo, hi) = range.bounds();
         // Values on the 8-bit grid survive encode/decode exactly (up to f32 rounding).
-        let x = Array4::from_shape_fn((1, 3, 5, 7), |(_, c, h, w)| lo + (hi - lo) * ((c * 35 + h * 7 + w) * 2) as f32 / 255.0);
+        let x = Array4::from_shape_fn((1, 3, 5, 7), |(_, c, h, w)| {
+            lo + (hi - lo) * ((c * 35 + h * 7 + w) * 2) as f32 / 255.0
+        });
         let p = dir.join("a.png");
         image_io::save_image(&p, x.index_axis(Axis(0), 0), range).unwrap();
         let y = image_io::load_image(&p, ColorMode::Rgb, range).unwrap();
@@ -28,7 +30,10 @@ fn png_round_trip_is_exact_on_8_bit_values_in_both_ranges() {
         assert_eq!(g.dim(), (1, 1, 5, 7));
     }
     // No temporary file is left behind.
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 1, "{left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

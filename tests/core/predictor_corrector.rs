@@ -19,7 +19,10 @@ fn stats(x: &Array4<f32>) -> (f64, f64) {
 
 fn runner(corrector_steps: usize) -> Boomerang<GaussianDenoiser> {
     Boomerang::builder(GaussianDenoiser::new(MU, S).unwrap(), VeSde::dlsm_cifar())
-        .sampler(Sampler::PredictorCorrector { snr: 0.16, corrector_steps })
+        .sampler(Sampler::PredictorCorrector {
+            snr: 0.16,
+            corrector_steps,
+        })
         .spacing(Spacing::Full)
         .build()
         .unwrap()
@@ -36,12 +39,22 @@ fn predictor_follows_the_closed_form() {
     for t in [0.3, 0.5, 0.7] {
         let x0 = Array4::from_elem((8, 1, 64, 64), x0v);
         let keys: Vec<u64> = (0..8).collect();
-        let out = r.run_with(x0.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(3, &keys), None).unwrap();
+        let out = r
+            .run_with(
+                x0.view(),
+                TimeSpec::fraction(t),
+                &mut NoiseStreams::keyed(3, &keys),
+                None,
+            )
+            .unwrap();
         let sigma = out.start.level.sigma;
         assert_eq!(sigma, VeSde::dlsm_cifar().sigma(t), "noise is added exactly at σ(t)");
         let a = 1.0 / (1.0 + sigma * sigma);
         let d = 1.0 - a + a * S * S;
-        let (cm, cv) = (((1.0 - a) * MU + a * S * S * x0v as f64) / d, S * S * (1.0 - a) * (1.0 - a + 2.0 * a * S * S) / (d * d));
+        let (cm, cv) = (
+            ((1.0 - a) * MU + a * S * S * x0v as f64) / d,
+            S * S * (1.0 - a) * (1.0 - a + 2.0 * a * S * S) / (d * d),
+        );
         let (m, v) = stats(&out.sample);
         let n = out.sample.len() as f64;
         let (se_m, se_v) = ((cv / n).sqrt(), cv * (2.0 / n).sqrt());

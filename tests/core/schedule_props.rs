@@ -122,12 +122,20 @@ fn cosine_matches_closed_form() {
     // no beta was clipped at 0.999 (all but the last steps).
     let (t_total, s) = (1000usize, 0.008);
     let sched = DiscreteSchedule::cosine(t_total, s, 0.999).unwrap();
-    let f = |u: f64| ((u / t_total as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+    let f = |u: f64| {
+        ((u / t_total as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
     for t in 0..t_total {
         if sched.betas()[..=t].iter().any(|&b| b >= 0.999) {
             break;
         }
-        assert_relative_eq!(sched.alpha_bar(t).unwrap(), f((t + 1) as f64) / f(0.0), max_relative = 1e-9);
+        assert_relative_eq!(
+            sched.alpha_bar(t).unwrap(),
+            f((t + 1) as f64) / f(0.0),
+            max_relative = 1e-9
+        );
     }
     // Not the integer-division collapse of the Rust ports: betas vary smoothly and ᾱ_{T/2}
     // is about one half.

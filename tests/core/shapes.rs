@@ -29,8 +29,19 @@ fn members_are_explained_and_other_images_are_not() {
     assert!(fam.fit(noise.view()).unwrap().rmse > 0.4);
     let a = fam.sample(2, &mut rng);
     let mut two = a.index_axis(Axis(0), 0).to_owned();
-    let second = fam.render(&boomerang::shapes::ShapeParams { kind: ShapeKind::Square, cy: 6.0, cx: 26.0, size: 4.0, color: [1.0, 1.0, 1.0], background: [-1.0; 3] });
-    ndarray::Zip::from(&mut two).and(&second).for_each(|t, &s| if s > 0.5 { *t = s });
+    let second = fam.render(&boomerang::shapes::ShapeParams {
+        kind: ShapeKind::Square,
+        cy: 6.0,
+        cx: 26.0,
+        size: 4.0,
+        color: [1.0, 1.0, 1.0],
+        background: [-1.0; 3],
+    });
+    ndarray::Zip::from(&mut two).and(&second).for_each(|t, &s| {
+        if s > 0.5 {
+            *t = s
+        }
+    });
     assert!(fam.fit(two.view()).unwrap().rmse > 0.3);
     assert!(fam.fit(ndarray::Array3::<f32>::zeros((3, 16, 16)).view()).is_err());
 }

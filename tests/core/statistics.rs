@@ -77,7 +77,9 @@ fn run(sampler: Sampler, t: f64, seed: u64) -> (Array4<f32>, Vec<GridPoint>) {
     let x0 = Array4::from_elem((4, 1, 128, 128), X0);
     let keys: Vec<u64> = (0..4).collect();
     let mut noise = NoiseStreams::keyed(seed, &keys);
-    let out = runner.run_with(x0.view(), TimeSpec::fraction(t), &mut noise, None).unwrap();
+    let out = runner
+        .run_with(x0.view(), TimeSpec::fraction(t), &mut noise, None)
+        .unwrap();
     (out.sample, runner.plan(TimeSpec::fraction(t)).unwrap())
 }
 
@@ -100,8 +102,14 @@ fn ddpm_samples_its_exact_law_and_matches_the_closed_form() {
             //    (fixed large) at these t.
             let a = grid[0].level.alpha_bar();
             let (cm, cv) = closed_form(a, X0 as f64);
-            assert!((lm - cm).abs() / S < closed_tol, "{variance:?} t={t}: law mean {lm} vs closed {cm}");
-            assert!((lv - cv).abs() / cv < closed_tol, "{variance:?} t={t}: law var {lv} vs closed {cv}");
+            assert!(
+                (lm - cm).abs() / S < closed_tol,
+                "{variance:?} t={t}: law mean {lm} vs closed {cm}"
+            );
+            assert!(
+                (lv - cv).abs() / cv < closed_tol,
+                "{variance:?} t={t}: law var {lv} vs closed {cv}"
+            );
         }
     }
 }
@@ -127,8 +135,14 @@ fn law_ddim(grid: &[GridPoint]) -> (f64, f64) {
         let an = grid.get(i + 1).map_or(1.0, |q| q.level.alpha_bar());
         let g = gain(a);
         let (px, pb) = (g, MU * (1.0 - g * a.sqrt()));
-        let (ex, eb) = ((1.0 - a.sqrt() * px) / (1.0 - a).sqrt(), -a.sqrt() * pb / (1.0 - a).sqrt());
-        let (nx, nb) = (an.sqrt() * px + (1.0 - an).sqrt() * ex, an.sqrt() * pb + (1.0 - an).sqrt() * eb);
+        let (ex, eb) = (
+            (1.0 - a.sqrt() * px) / (1.0 - a).sqrt(),
+            -a.sqrt() * pb / (1.0 - a).sqrt(),
+        );
+        let (nx, nb) = (
+            an.sqrt() * px + (1.0 - an).sqrt() * ex,
+            an.sqrt() * pb + (1.0 - an).sqrt() * eb,
+        );
         (a_tot, b_tot) = (nx * a_tot, nx * b_tot + nb);
     }
     (a_tot, b_tot)
@@ -140,10 +154,14 @@ fn ddim_deterministic_path_matches_probability_flow() {
         .sampler(Sampler::ddim(0.0))
         .build()
         .unwrap();
-    let x0 = Array4::from_shape_fn((2, 1, 16, 16), |(n, _, h, w)| ((n * 256 + h * 16 + w) as f32 / 512.0) - 0.5);
+    let x0 = Array4::from_shape_fn((2, 1, 16, 16), |(n, _, h, w)| {
+        ((n * 256 + h * 16 + w) as f32 / 512.0) - 0.5
+    });
     for t in [0.1, 0.5, 0.9] {
         let mut noise = NoiseStreams::keyed(5, &[0, 1]);
-        let out = runner.run_with(x0.view(), TimeSpec::fraction(t), &mut noise, None).unwrap();
+        let out = runner
+            .run_with(x0.view(), TimeSpec::fraction(t), &mut noise, None)
+            .unwrap();
         let grid = runner.plan(TimeSpec::fraction(t)).unwrap();
         let (slope, icpt) = law_ddim(&grid);
         // 1. The implementation computes the discrete map: f32 rounding over ≤ 1000 steps of
@@ -161,7 +179,10 @@ fn ddim_deterministic_path_matches_probability_flow() {
         let a = out.start.level.alpha_bar();
         let d = 1.0 - a + a * S * S;
         let (pf_slope, pf_icpt) = (S / d.sqrt(), MU - S * a.sqrt() * MU / d.sqrt());
-        assert!((slope - pf_slope).abs() / pf_slope < 5e-3, "t={t}: slope {slope} vs {pf_slope}");
+        assert!(
+            (slope - pf_slope).abs() / pf_slope < 5e-3,
+            "t={t}: slope {slope} vs {pf_slope}"
+        );
         assert!((icpt - pf_icpt).abs() < 1e-3, "t={t}: intercept {icpt} vs {pf_icpt}");
     }
 }
@@ -170,12 +191,18 @@ fn ddim_deterministic_path_matches_probability_flow() {
 fn ddim_with_oracle_epsilon_recovers_x0() {
     use boomerang::{Condition, DataRange, DenoiserSpec, FnDenoiser, Parameterization, TimeInput};
     let sched = schedule();
-    let x0 = Array4::from_shape_fn((3, 3, 8, 8), |(n, c, h, w)| ((n + 2 * c + 3 * h + 5 * w) % 17) as f32 / 8.5 - 1.0);
+    let x0 = Array4::from_shape_fn((3, 3, 8, 8), |(n, c, h, w)| {
+        ((n + 2 * c + 3 * h + 5 * w) % 17) as f32 / 8.5 - 1.0
+    });
     let truth = x0.clone();
     let ab = sched.alphas_cumprod().to_vec();
     // The oracle knows x0 and returns the exact noise ε = (x − √ᾱ·x0)/√(1−ᾱ).
     let oracle = FnDenoiser::new(
-        DenoiserSpec::new(Parameterization::Epsilon, TimeInput::ContinuousStep, DataRange::MinusOneToOne),
+        DenoiserSpec::new(
+            Parameterization::Epsilon,
+            TimeInput::ContinuousStep,
+            DataRange::MinusOneToOne,
+        ),
         move |x, t: f64, _c: &Condition| {
             let a = ab[t as usize];
             Ok(ndarray::Zip::from(&x)
@@ -183,8 +210,16 @@ fn ddim_with_oracle_epsilon_recovers_x0() {
                 .map_collect(|&x, &x0| ((x as f64 - a.sqrt() * x0 as f64) / (1.0 - a).sqrt()) as f32))
         },
     );
-    let deterministic = [Sampler::ddim(0.0), Sampler::Pndm, Sampler::Euler, Sampler::DpmSolverPp2M];
-    for (spacing, sampler) in [Spacing::Full, Spacing::Uniform(50)].into_iter().flat_map(|sp| deterministic.map(|sa| (sp, sa))) {
+    let deterministic = [
+        Sampler::ddim(0.0),
+        Sampler::Pndm,
+        Sampler::Euler,
+        Sampler::DpmSolverPp2M,
+    ];
+    for (spacing, sampler) in [Spacing::Full, Spacing::Uniform(50)]
+        .into_iter()
+        .flat_map(|sp| deterministic.map(|sa| (sp, sa)))
+    {
         let runner = Boomerang::builder(&oracle, sched.clone())
             .sampler(sampler)
             .spacing(spacing)
@@ -202,13 +237,22 @@ fn ddim_with_oracle_epsilon_recovers_x0() {
 /// Max deviation of a deterministic sampler from the probability-flow solution
 /// μ + s·(x_t − √a·μ)/√D over a batch, for a `Uniform(n)` grid.
 fn pf_error(sampler: Sampler, n: usize, t: f64) -> f64 {
-    let x0 = Array4::from_shape_fn((2, 1, 16, 16), |(n, _, h, w)| ((n * 256 + h * 16 + w) as f32 / 512.0) - 0.5);
+    let x0 = Array4::from_shape_fn((2, 1, 16, 16), |(n, _, h, w)| {
+        ((n * 256 + h * 16 + w) as f32 / 512.0) - 0.5
+    });
     let runner = Boomerang::builder(GaussianDenoiser::new(MU, S).unwrap(), schedule())
         .sampler(sampler)
         .spacing(Spacing::Uniform(n))
         .build()
         .unwrap();
-    let out = runner.run_with(x0.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(1, &[0, 1]), None).unwrap();
+    let out = runner
+        .run_with(
+            x0.view(),
+            TimeSpec::fraction(t),
+            &mut NoiseStreams::keyed(1, &[0, 1]),
+            None,
+        )
+        .unwrap();
     let a = out.start.level.alpha_bar();
     let d = 1.0 - a + a * S * S;
     out.x_t
@@ -235,8 +279,15 @@ fn sd_schedulers_follow_the_closed_forms() {
     ] {
         for t in [0.5, 0.9] {
             let (coarse, fine) = (pf_error(sampler, 40, t), pf_error(sampler, 160, t));
-            eprintln!("{sampler:?} t={t}: error {coarse:.2e} (40 steps) -> {fine:.2e} (160 steps), ratio {:.1}", coarse / fine);
-            assert!(coarse / fine > min_ratio, "{sampler:?} t={t}: convergence ratio {}", coarse / fine);
+            eprintln!(
+                "{sampler:?} t={t}: error {coarse:.2e} (40 steps) -> {fine:.2e} (160 steps), ratio {:.1}",
+                coarse / fine
+            );
+            assert!(
+                coarse / fine > min_ratio,
+                "{sampler:?} t={t}: convergence ratio {}",
+                coarse / fine
+            );
             assert!(fine < max_err_160, "{sampler:?} t={t}: error {fine} at 160 steps");
             if sampler == Sampler::Pndm {
                 assert!(coarse < 5e-3, "PNDM t={t}: error {coarse} at 40 steps");
@@ -255,7 +306,14 @@ fn sd_schedulers_follow_the_closed_forms() {
             .build()
             .unwrap();
         let x0 = Array4::from_elem((4, 1, 128, 128), X0);
-        let out = runner.run_with(x0.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(2, &[0, 1, 2, 3]), None).unwrap();
+        let out = runner
+            .run_with(
+                x0.view(),
+                TimeSpec::fraction(t),
+                &mut NoiseStreams::keyed(2, &[0, 1, 2, 3]),
+                None,
+            )
+            .unwrap();
         let (m, v, n) = sample_stats(&out.sample);
         let (cm, cv) = closed_form(out.start.level.alpha_bar(), X0 as f64);
         let (se_m, se_v) = ((cv / n as f64).sqrt(), cv * (2.0 / n as f64).sqrt());
@@ -266,6 +324,9 @@ fn sd_schedulers_follow_the_closed_forms() {
         let (_, coarse, ..) = var_error(Spacing::Uniform(250), t);
         assert!(mean_err < 0.01 * S + 6.0 * se_m, "t={t}: mean error {mean_err}");
         assert!(full < 0.025 * cv + 6.0 * se_v, "t={t}: variance error {full}");
-        assert!(coarse > 2.0 * full, "t={t}: variance error {coarse} (250 steps) vs {full} (1000)");
+        assert!(
+            coarse > 2.0 * full,
+            "t={t}: variance error {coarse} (250 steps) vs {full} (1000)"
+        );
     }
 }

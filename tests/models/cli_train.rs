@@ -11,9 +11,32 @@ use crate::cli_common::*;
 /// Flags of a tiny, quick run on a folder of images.
 fn tiny_run<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "-o", out, "--size", "16", "--channels", "16", "--ch-mult", "1,2",
-        "--res-blocks", "1", "--attn", "8", "--norm-groups", "8", "--steps", steps, "--batch-size", "2",
-        "--checkpoint-every", "2", "--device", "cpu", "-q",
+        "train",
+        "--data",
+        data,
+        "-o",
+        out,
+        "--size",
+        "16",
+        "--channels",
+        "16",
+        "--ch-mult",
+        "1,2",
+        "--res-blocks",
+        "1",
+        "--attn",
+        "8",
+        "--norm-groups",
+        "8",
+        "--steps",
+        steps,
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+        "-q",
     ]
 }
 
@@ -46,10 +69,27 @@ fn train_resume_and_sample_with_the_result() {
 
     // The result is a model like any other.
     let info = String::from_utf8(run_ok(&["info", &o], &[]).stdout).unwrap();
-    assert!(info.contains("UNet2DModel") || info.to_lowercase().contains("ddpm"), "{info}");
+    assert!(
+        info.contains("UNet2DModel") || info.to_lowercase().contains("ddpm"),
+        "{info}"
+    );
     let samples = root.join("samples");
     run_ok(
-        &["sample", "--model", &o, "--t", "0.2", "-k", "2", "--steps", "20", "-q", "-o", s(&samples), s(&data.join("a"))],
+        &[
+            "sample",
+            "--model",
+            &o,
+            "--t",
+            "0.2",
+            "-k",
+            "2",
+            "--steps",
+            "20",
+            "-q",
+            "-o",
+            s(&samples),
+            s(&data.join("a")),
+        ],
         &[],
     );
     assert_eq!(images(&samples).len(), 4);
@@ -76,16 +116,60 @@ fn sample_without_a_model_uses_the_builtin_one() {
     let input = root.join("shape.png");
     save_image(&input, x.index_axis(ndarray::Axis(0), 0), DataRange::MinusOneToOne).unwrap();
     let out = root.join("out");
-    run_ok(&["sample", "--t", "0.2", "-k", "2", "--steps", "25", "-q", "--grid", "-o", s(&out), s(&input)], &[]);
+    run_ok(
+        &[
+            "sample",
+            "--t",
+            "0.2",
+            "-k",
+            "2",
+            "--steps",
+            "25",
+            "-q",
+            "--grid",
+            "-o",
+            s(&out),
+            s(&input),
+        ],
+        &[],
+    );
     assert_eq!(images(&out).len(), 3, "two samples and the grid");
     // The same through the explicit name gives the same files.
     let named = root.join("named");
     run_ok(
-        &["sample", "--model", "builtin:shapes32", "--t", "0.2", "-k", "2", "--steps", "25", "-q", "--grid", "-o", s(&named), s(&input)],
+        &[
+            "sample",
+            "--model",
+            "builtin:shapes32",
+            "--t",
+            "0.2",
+            "-k",
+            "2",
+            "--steps",
+            "25",
+            "-q",
+            "--grid",
+            "-o",
+            s(&named),
+            s(&input),
+        ],
         &[],
     );
     assert_eq!(images(&out), images(&named));
-    let e = run_fails(&["sample", "--model", "builtin:faces", "--t", "0.2", "-o", s(&out), s(&input)], &[], 2);
+    let e = run_fails(
+        &[
+            "sample",
+            "--model",
+            "builtin:faces",
+            "--t",
+            "0.2",
+            "-o",
+            s(&out),
+            s(&input),
+        ],
+        &[],
+        2,
+    );
     assert!(e.contains("builtin:shapes32"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -10,8 +10,8 @@ use boomerang::models::{DdpmUNet, Device, Kind, TchDenoiser};
 use boomerang::sampler::FastDpmKind;
 use boomerang::schedule::DiscreteSchedule;
 use boomerang::{
-    Boomerang, Condition, Denoiser, FnDenoiser, GridPoint, NoiseSchedule, NoiseStreams, Prediction,
-    Sampler, SamplerState, Spacing, TimeSpec,
+    Boomerang, Condition, Denoiser, FnDenoiser, GridPoint, NoiseSchedule, NoiseStreams, Prediction, Sampler,
+    SamplerState, Spacing, TimeSpec,
 };
 use ndarray::{Array4, ArrayView4};
 use rand::SeedableRng;
@@ -51,12 +51,7 @@ fn cases() -> Vec<(&'static str, Sampler, Spacing, TimeSpec)> {
     let step = |kind| Spacing::FastDpmStep { steps: 20, kind };
     let var = |kind| Spacing::FastDpmVar { steps: 20, kind };
     vec![
-        (
-            "ddpm full",
-            Sampler::ddpm(),
-            Spacing::Full,
-            TimeSpec::fraction(0.04),
-        ),
+        ("ddpm full", Sampler::ddpm(), Spacing::Full, TimeSpec::fraction(0.04)),
         (
             "ddim(0) uniform 50",
             Sampler::ddim(0.0),
@@ -125,24 +120,16 @@ fn every_sampler_runs_finite_shaped_and_reproducible() {
             .spacing(spacing)
             .build()
             .unwrap();
-        let a = runner
-            .run(x0.view(), t, &mut ChaCha8Rng::seed_from_u64(11))
-            .unwrap();
-        let b = runner
-            .run(x0.view(), t, &mut ChaCha8Rng::seed_from_u64(11))
-            .unwrap();
+        let a = runner.run(x0.view(), t, &mut ChaCha8Rng::seed_from_u64(11)).unwrap();
+        let b = runner.run(x0.view(), t, &mut ChaCha8Rng::seed_from_u64(11)).unwrap();
         assert_eq!(a.dim(), x0.dim(), "{name}");
         assert!(a.iter().all(|v| v.is_finite()), "{name}: non-finite output");
         // Bit-identical for the same seed.
         assert!(
-            a.iter()
-                .zip(b.iter())
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
             "{name}: two runs with the same seed differ"
         );
-        let c = runner
-            .run(x0.view(), t, &mut ChaCha8Rng::seed_from_u64(12))
-            .unwrap();
+        let c = runner.run(x0.view(), t, &mut ChaCha8Rng::seed_from_u64(12)).unwrap();
         assert_ne!(a, c, "{name}: another seed gives the same sample");
         let steps = runner.plan(t).unwrap().len();
         eprintln!(
@@ -159,9 +146,7 @@ fn predictor<'a>(
     move |x, p| {
         let eps = d.predict(x, p.time, &Condition::None)?;
         let (a, s) = (p.level.alpha as f32, p.level.sigma as f32);
-        let x0 = ndarray::Zip::from(&x)
-            .and(&eps)
-            .map_collect(|&x, &e| (x - s * e) / a);
+        let x0 = ndarray::Zip::from(&x).and(&eps).map_collect(|&x, &e| (x - s * e) / a);
         Ok(Prediction {
             x0,
             eps,
@@ -201,17 +186,11 @@ fn kappa_zero_reverse_runs_do_not_depend_on_the_seed() {
         };
         let (a, b) = (run(0.0, 1), run(0.0, 2));
         assert!(
-            a.iter()
-                .zip(b.iter())
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
             "{spacing:?}: κ = 0 depends on the seed"
         );
         assert!(a.iter().all(|v| v.is_finite()));
-        assert_ne!(
-            run(1.0, 1),
-            run(1.0, 2),
-            "{spacing:?}: κ = 1 should depend on the seed"
-        );
+        assert_ne!(run(1.0, 1), run(1.0, 2), "{spacing:?}: κ = 1 should depend on the seed");
     }
 }
 
@@ -234,24 +213,14 @@ fn fastdpm_var_calls_the_network_at_non_integer_steps() {
         .unwrap();
     let x0 = x0();
     let out = runner
-        .run(
-            x0.view(),
-            TimeSpec::fraction(0.7),
-            &mut ChaCha8Rng::seed_from_u64(3),
-        )
+        .run(x0.view(), TimeSpec::fraction(0.7), &mut ChaCha8Rng::seed_from_u64(3))
         .unwrap();
     let planned = runner.plan(TimeSpec::fraction(0.7)).unwrap().len();
     assert!(out.iter().all(|v| v.is_finite()));
     let times = times.borrow().clone();
     assert_eq!(times.len(), planned);
-    assert!(
-        times.iter().any(|t| t.fract() != 0.0),
-        "VAR times {times:?}"
-    );
-    assert!(
-        times.windows(2).all(|w| w[0] > w[1]),
-        "times must decrease: {times:?}"
-    );
+    assert!(times.iter().any(|t| t.fract() != 0.0), "VAR times {times:?}");
+    assert!(times.windows(2).all(|w| w[0] > w[1]), "times must decrease: {times:?}");
 }
 
 #[test]

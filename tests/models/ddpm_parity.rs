@@ -95,13 +95,7 @@ fn check(unet: DdpmUNet, name: &str, tol: f32) -> f32 {
 #[test]
 fn original_safetensors_matches_reference() {
     single_thread();
-    let unet = DdpmUNet::load_with_config(
-        fixture("tiny3.safetensors"),
-        tiny3(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap();
+    let unet = DdpmUNet::load_with_config(fixture("tiny3.safetensors"), tiny3(), Device::Cpu, Kind::Float).unwrap();
     let e = check(unet, "tiny3", TOL);
     eprintln!("tiny3.safetensors: max relative error {e:e}");
 }
@@ -109,34 +103,21 @@ fn original_safetensors_matches_reference() {
 #[test]
 fn pesser_ckpt_matches_reference() {
     single_thread();
-    let unet = DdpmUNet::load_with_config(fixture("tiny3.ckpt"), tiny3(), Device::Cpu, Kind::Float)
-        .unwrap();
+    let unet = DdpmUNet::load_with_config(fixture("tiny3.ckpt"), tiny3(), Device::Cpu, Kind::Float).unwrap();
     check(unet, "tiny3", TOL);
 }
 
 #[test]
 fn ddim_list_checkpoint_uses_the_ema_element() {
     single_thread();
-    let unet = DdpmUNet::load_with_config(
-        fixture("tiny3_ddim_list.ckpt"),
-        tiny3(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap();
+    let unet = DdpmUNet::load_with_config(fixture("tiny3_ddim_list.ckpt"), tiny3(), Device::Cpu, Kind::Float).unwrap();
     check(unet, "tiny3", TOL);
 }
 
 #[test]
 fn data_parallel_prefix_is_stripped() {
     single_thread();
-    let unet = DdpmUNet::load_with_config(
-        fixture("tiny3_module.pth"),
-        tiny3(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap();
+    let unet = DdpmUNet::load_with_config(fixture("tiny3_module.pth"), tiny3(), Device::Cpu, Kind::Float).unwrap();
     check(unet, "tiny3", TOL);
 }
 
@@ -195,31 +176,18 @@ fn to_legacy_attention_names(sd: StateDict) -> StateDict {
 #[test]
 fn diffusers_legacy_attention_names() {
     single_thread();
-    let sd = load_state_dict(fixture(
-        "tiny3_diffusers/diffusion_pytorch_model.safetensors",
-    ))
-    .unwrap();
+    let sd = load_state_dict(fixture("tiny3_diffusers/diffusion_pytorch_model.safetensors")).unwrap();
     let legacy = to_legacy_attention_names(sd);
     assert!(legacy.keys().any(|k| k.ends_with(".proj_attn.weight")));
     assert_eq!(Naming::detect(&legacy), Naming::Diffusers);
-    let unet = DdpmUNet::from_state_dict(
-        tiny3(),
-        legacy,
-        Device::Cpu,
-        Kind::Float,
-        Path::new("legacy"),
-    )
-    .unwrap();
+    let unet = DdpmUNet::from_state_dict(tiny3(), legacy, Device::Cpu, Kind::Float, Path::new("legacy")).unwrap();
     check(unet, "tiny3", TOL);
 }
 
 #[test]
 fn diffusers_map_gives_the_original_keys_and_shapes() {
     single_thread();
-    let dif = load_state_dict(fixture(
-        "tiny3_diffusers/diffusion_pytorch_model.safetensors",
-    ))
-    .unwrap();
+    let dif = load_state_dict(fixture("tiny3_diffusers/diffusion_pytorch_model.safetensors")).unwrap();
     let orig = load_state_dict(fixture("tiny3.safetensors")).unwrap();
     let mapped = diffusers_to_original(dif, 3).unwrap();
     let mut a: Vec<(&str, &Vec<usize>)> = mapped.iter().map(|(k, t)| (k, &t.shape)).collect();
@@ -266,10 +234,7 @@ fn released_configs_have_the_reference_keys_and_counts() {
     assert_eq!(unet.num_parameters(), 35_746_307);
     let celeba = DdpmUNet::zeros(DdpmConfig::celeba64(), Device::Cpu, Kind::Float).unwrap();
     assert_eq!(celeba.var_store().variables().len(), 390);
-    assert_eq!(
-        (celeba.num_parameters() as f64 / 1e4).round() / 100.0,
-        78.70
-    );
+    assert_eq!((celeba.num_parameters() as f64 / 1e4).round() / 100.0, 78.70);
     let lsun = DdpmUNet::zeros(DdpmConfig::lsun256(), Device::Cpu, Kind::Float).unwrap();
     assert_eq!(lsun.var_store().variables().len(), 450);
     assert_eq!((lsun.num_parameters() as f64 / 1e4).round() / 100.0, 113.67);
@@ -281,10 +246,7 @@ fn released_configs_are_recognised_from_original_weights() {
     // Exported in original naming, a released architecture loads without a config.
     let unet = DdpmUNet::zeros(DdpmConfig::cifar10(), Device::Cpu, Kind::Float).unwrap();
     let sd = unet.state_dict().unwrap();
-    assert_eq!(
-        DdpmConfig::infer_from_state_dict(&sd).unwrap(),
-        DdpmConfig::cifar10()
-    );
+    assert_eq!(DdpmConfig::infer_from_state_dict(&sd).unwrap(), DdpmConfig::cifar10());
     // The tiny fixture matches no release: the error says what to do.
     let err = DdpmUNet::load(fixture("tiny3.safetensors"), Device::Cpu, Kind::Float).unwrap_err();
     let msg = err.to_string();
@@ -297,13 +259,7 @@ fn tiny3_sd() -> StateDict {
 }
 
 fn load_err(sd: StateDict) -> String {
-    match DdpmUNet::from_state_dict(
-        tiny3(),
-        sd,
-        Device::Cpu,
-        Kind::Float,
-        Path::new("test.ckpt"),
-    ) {
+    match DdpmUNet::from_state_dict(tiny3(), sd, Device::Cpu, Kind::Float, Path::new("test.ckpt")) {
         Ok(_) => panic!("loading should fail"),
         Err(e) => {
             assert!(matches!(e, Error::Checkpoint { .. }), "{e:?}");
@@ -331,49 +287,30 @@ fn missing_keys_are_named() {
 fn unexpected_keys_are_named() {
     single_thread();
     let mut sd = tiny3_sd();
-    sd.insert(
-        "mid.attn_2.q.weight".into(),
-        TensorData::from_f32(vec![2], &[0.0, 1.0]),
-    );
+    sd.insert("mid.attn_2.q.weight".into(), TensorData::from_f32(vec![2], &[0.0, 1.0]));
     let msg = load_err(sd);
-    assert!(
-        msg.contains("1 unexpected key: mid.attn_2.q.weight"),
-        "{msg}"
-    );
+    assert!(msg.contains("1 unexpected key: mid.attn_2.q.weight"), "{msg}");
 }
 
 #[test]
 fn misshaped_keys_are_named_with_both_shapes() {
     single_thread();
     let mut sd = tiny3_sd();
-    sd.insert(
-        "conv_in.bias".into(),
-        TensorData::from_f32(vec![7], &[0.0; 7]),
-    );
+    sd.insert("conv_in.bias".into(), TensorData::from_f32(vec![7], &[0.0; 7]));
     let msg = load_err(sd);
-    assert!(
-        msg.contains("conv_in.bias: model [8], checkpoint [7]"),
-        "{msg}"
-    );
+    assert!(msg.contains("conv_in.bias: model [8], checkpoint [7]"), "{msg}");
 }
 
 #[test]
 fn many_problems_are_counted_and_truncated() {
     single_thread();
     let mut sd = tiny3_sd();
-    let keys: Vec<String> = sd
-        .keys()
-        .filter(|k| k.starts_with("up."))
-        .map(str::to_string)
-        .collect();
+    let keys: Vec<String> = sd.keys().filter(|k| k.starts_with("up.")).map(str::to_string).collect();
     for k in &keys {
         sd.remove(k);
     }
     let msg = load_err(sd);
-    assert!(
-        msg.contains(&format!("{} missing keys", keys.len())),
-        "{msg}"
-    );
+    assert!(msg.contains(&format!("{} missing keys", keys.len())), "{msg}");
     assert!(msg.contains(", ..."), "{msg}");
 }
 
@@ -381,21 +318,12 @@ fn many_problems_are_counted_and_truncated() {
 fn config_and_weights_mismatch_is_an_error() {
     single_thread();
     // The tiny2 weights (diffusers naming) into the tiny3 architecture.
-    let err = DdpmUNet::load_with_config(
-        fixture("tiny2_diffusers"),
-        tiny3(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap_err();
+    let err = DdpmUNet::load_with_config(fixture("tiny2_diffusers"), tiny3(), Device::Cpu, Kind::Float).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("mismatched tensor"), "{msg}");
     // A state dict that is no DDPM at all.
     let mut sd = StateDict::new();
-    sd.insert(
-        "encoder.weight".into(),
-        TensorData::from_f32(vec![1], &[0.0]),
-    );
+    sd.insert("encoder.weight".into(), TensorData::from_f32(vec![1], &[0.0]));
     let msg = load_err(sd);
     assert!(msg.contains("1 unexpected key: encoder.weight"), "{msg}");
 }
@@ -428,9 +356,7 @@ fn bad_inputs_are_errors() {
         d.predict(nan.view(), 5.0, &Condition::None),
         Err(Error::InvalidInput(_))
     ));
-    assert!(d
-        .predict(x.slice(s![0..0, .., .., ..]), 5.0, &Condition::None)
-        .is_err());
+    assert!(d.predict(x.slice(s![0..0, .., .., ..]), 5.0, &Condition::None).is_err());
     // Invalid configurations and compute kinds.
     let mut bad = tiny3();
     bad.norm_groups = 3;
@@ -451,13 +377,7 @@ fn bad_inputs_are_errors() {
 fn chunking_and_strided_inputs_give_the_same_result() {
     single_thread();
     let io = io("tiny3");
-    let unet = DdpmUNet::load_with_config(
-        fixture("tiny3.safetensors"),
-        tiny3(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap();
+    let unet = DdpmUNet::load_with_config(fixture("tiny3.safetensors"), tiny3(), Device::Cpu, Kind::Float).unwrap();
     let d = TchDenoiser::new(unet).with_max_batch(1).unwrap();
     let out = d.predict(io.x.view(), 17.3, &Condition::None).unwrap();
     assert!(rel_err(&out, &io.eps[1]) <= TOL);
@@ -475,9 +395,7 @@ fn half_precision_compute_is_close_to_f32() {
     single_thread();
     let io = io("tiny3");
     for kind in [Kind::Half, Kind::BFloat16] {
-        let unet =
-            DdpmUNet::load_with_config(fixture("tiny3.safetensors"), tiny3(), Device::Cpu, kind)
-                .unwrap();
+        let unet = DdpmUNet::load_with_config(fixture("tiny3.safetensors"), tiny3(), Device::Cpu, kind).unwrap();
         let out = unet
             .into_denoiser()
             .predict(io.x.view(), 17.3, &Condition::None)
@@ -591,11 +509,7 @@ fn unsupported_diffusers_configs_name_the_field() {
             r#"["AttnUpBlock2D", "UpBlock2D", "UpBlock2D","#,
             "up_block_types",
         ),
-        (
-            r#""sample_size": 256"#,
-            r#""sample_size": [256, 128]"#,
-            "sample_size",
-        ),
+        (r#""sample_size": 256"#, r#""sample_size": [256, 128]"#, "sample_size"),
         (
             r#""downsample_padding": 0"#,
             r#""downsample_padding": 2"#,
@@ -609,10 +523,7 @@ fn unsupported_diffusers_configs_name_the_field() {
     ];
     for (from, to, field) in cases {
         let text = GOOGLE_DDPM_CAT_256.replace(from, to);
-        assert_ne!(
-            text, GOOGLE_DDPM_CAT_256,
-            "{field}: the replacement did not apply"
-        );
+        assert_ne!(text, GOOGLE_DDPM_CAT_256, "{field}: the replacement did not apply");
         let err = DdpmConfig::from_diffusers_json(&text).unwrap_err();
         assert!(matches!(err, Error::Incompatible(_)), "{field}: {err:?}");
         assert!(err.to_string().contains(field), "{field}: {err}");

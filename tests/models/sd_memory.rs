@@ -28,12 +28,9 @@ fn rss_mib() -> (f64, f64) {
 #[ignore = "allocates the full SD1.5 UNet (3.4 GB) and runs a 512×512 step"]
 fn sd15_unet_step_memory() {
     // diffusers' defaults are SD1.5's UNet, except the text width.
-    let config =
-        UNetConfig::from_json(r#"{"cross_attention_dim": 768, "sample_size": 64}"#).unwrap();
+    let config = UNetConfig::from_json(r#"{"cross_attention_dim": 768, "sample_size": 64}"#).unwrap();
     let (rss0, _) = rss_mib();
-    let mut unet =
-        UNet2DConditionModel::new(config, Parameterization::Epsilon, Device::Cpu, Kind::Float)
-            .unwrap();
+    let mut unet = UNet2DConditionModel::new(config, Parameterization::Epsilon, Device::Cpu, Kind::Float).unwrap();
     unet.randomize(0).unwrap();
     let params = unet.num_parameters();
     let (rss1, hwm1) = rss_mib();

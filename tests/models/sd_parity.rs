@@ -17,13 +17,11 @@
 use std::path::{Path, PathBuf};
 
 use boomerang::checkpoint::{load_state_dict, save_safetensors, StateDict, TensorData};
-use boomerang::models::stable_diffusion::{
-    LatentMode, SdBoomerangParams, SdOptions, StableDiffusion, WeightsVariant,
-};
+use boomerang::models::stable_diffusion::{LatentMode, SdBoomerangParams, SdOptions, StableDiffusion, WeightsVariant};
 use boomerang::sampler::StepCallback;
 use boomerang::{
-    Boomerang, Condition, Denoiser, Error, GridPoint, NoiseStreams, Parameterization, Prediction,
-    Sampler, Spacing, TimeSpec,
+    Boomerang, Condition, Denoiser, Error, GridPoint, NoiseStreams, Parameterization, Prediction, Sampler, Spacing,
+    TimeSpec,
 };
 use ndarray::{Array, Array3, Array4, ArrayView4, Dimension, IxDyn, Zip};
 
@@ -41,17 +39,10 @@ struct Ref(StateDict);
 
 impl Ref {
     fn open(which: &str) -> Self {
-        Ref(load_state_dict(
-            fixtures()
-                .join("reference")
-                .join(format!("{which}.safetensors")),
-        )
-        .unwrap())
+        Ref(load_state_dict(fixtures().join("reference").join(format!("{which}.safetensors"))).unwrap())
     }
     fn get(&self, key: &str) -> &TensorData {
-        self.0
-            .get(key)
-            .unwrap_or_else(|| panic!("reference lacks {key}"))
+        self.0.get(key).unwrap_or_else(|| panic!("reference lacks {key}"))
     }
     fn arr(&self, key: &str) -> Array<f32, IxDyn> {
         let t = self.get(key);
@@ -140,11 +131,7 @@ fn check_prompts(which: &str) {
     let got = sd
         .encode_prompt(&["a photo of a cat", "a dog's life, highly detailed"])
         .unwrap();
-    assert_close(
-        &format!("{which} prompt embeddings"),
-        &got,
-        &r.a3("prompt.embeds"),
-    );
+    assert_close(&format!("{which} prompt embeddings"), &got, &r.a3("prompt.embeds"));
     let got = sd.encode_prompt(&["blurry", "blurry"]).unwrap();
     assert_close(
         &format!("{which} negative embeddings"),
@@ -185,17 +172,9 @@ fn check_unet(which: &str, parameterization: Parameterization) {
     }
     // Odd latent sizes take diffusers' `upsample_size` path.
     let x = r.a4("unet.x_odd");
-    let one = Condition::Text(
-        r.a3("unet.context")
-            .slice(ndarray::s![..1, .., ..])
-            .to_owned(),
-    );
+    let one = Condition::Text(r.a3("unet.context").slice(ndarray::s![..1, .., ..]).to_owned());
     let got = sd.predict(x.view(), 250.0, &one).unwrap();
-    assert_close(
-        &format!("{which} UNet, odd latent size"),
-        &got,
-        &r.a4("unet.out_odd"),
-    );
+    assert_close(&format!("{which} UNet, odd latent size"), &got, &r.a4("unet.out_odd"));
 }
 
 #[test]
@@ -213,16 +192,8 @@ fn check_vae(which: &str) {
     let sd = load(which);
     let image = r.a4("vae.image");
     let post = sd.encode_posterior(image.view()).unwrap();
-    assert_close(
-        &format!("{which} VAE posterior mean"),
-        &post.mean,
-        &r.a4("vae.mean"),
-    );
-    assert_close(
-        &format!("{which} VAE posterior std"),
-        &post.std,
-        &r.a4("vae.std"),
-    );
+    assert_close(&format!("{which} VAE posterior mean"), &post.mean, &r.a4("vae.mean"));
+    assert_close(&format!("{which} VAE posterior std"), &post.std, &r.a4("vae.std"));
     let sf = r.f64s("vae.scaling_factor")[0];
     assert_eq!(sd.latent_scaling(), (sf, 0.0));
     let z = r.a4("vae.latents");
@@ -230,9 +201,7 @@ fn check_vae(which: &str) {
     let got = sd.decode(scaled.view()).unwrap();
     assert_close(&format!("{which} VAE decoder"), &got, &r.a4("vae.decoded"));
     // The scaled mode is what encode_image returns.
-    let lat = sd
-        .encode_image(image.view(), LatentMode::Mode, None)
-        .unwrap();
+    let lat = sd.encode_image(image.view(), LatentMode::Mode, None).unwrap();
     assert_close(
         &format!("{which} scaled latents"),
         &lat,
@@ -243,8 +212,7 @@ fn check_vae(which: &str) {
 #[test]
 fn sd1_vae_with_legacy_names_matches_diffusers() {
     // The fixture really uses the legacy names.
-    let sd =
-        load_state_dict(fixtures().join("sd1/vae/diffusion_pytorch_model.safetensors")).unwrap();
+    let sd = load_state_dict(fixtures().join("sd1/vae/diffusion_pytorch_model.safetensors")).unwrap();
     assert!(sd
         .keys()
         .any(|k| k.ends_with("mid_block.attentions.0.proj_attn.weight")));
@@ -276,9 +244,7 @@ fn reverse_from(
         let c = sd.predict(x, g.time, cond)?;
         let u = sd.predict(x, g.time, uncond)?;
         let mut out = c;
-        Zip::from(&mut out)
-            .and(&u)
-            .for_each(|c, &u| *c = u + scale * (*c - u));
+        Zip::from(&mut out).and(&u).for_each(|c, &u| *c = u + scale * (*c - u));
         let mut x0 = Array4::<f32>::zeros(out.raw_dim());
         let mut eps = Array4::<f32>::zeros(out.raw_dim());
         let l = g.level;
@@ -335,16 +301,12 @@ fn check_boomerang(which: &str) {
     assert!(grid.iter().all(|p| p.time.fract() == 0.0));
 
     // 2. Forward noise exactly at t, from the reference's fixed z.
-    let z0 = sd
-        .encode_image(image.view(), LatentMode::Mode, None)
-        .unwrap();
+    let z0 = sd.encode_image(image.view(), LatentMode::Mode, None).unwrap();
     let z = r.a4("run.noise");
     let level = grid[0].level;
     let (a, s) = (level.alpha as f32, level.sigma as f32);
     let mut x_t = z0.clone();
-    Zip::from(&mut x_t)
-        .and(&z)
-        .for_each(|x, &z| *x = a * *x + s * z);
+    Zip::from(&mut x_t).and(&z).for_each(|x, &z| *x = a * *x + s * z);
     assert_close(&format!("{which} x_t"), &x_t, &r.a4("run.x_t"));
 
     // 3. The guided reverse run and the decoded images.
@@ -362,17 +324,9 @@ fn check_boomerang(which: &str) {
         Some(&mut cb),
     );
     assert_eq!(calls, grid.len());
-    assert_close(
-        &format!("{which} Boomerang latents"),
-        &latents,
-        &r.a4("run.latents"),
-    );
+    assert_close(&format!("{which} Boomerang latents"), &latents, &r.a4("run.latents"));
     let images = sd.decode(latents.view()).unwrap();
-    assert_close(
-        &format!("{which} Boomerang images"),
-        &images,
-        &r.a4("run.decoded"),
-    );
+    assert_close(&format!("{which} Boomerang images"), &images, &r.a4("run.decoded"));
 
     // 4. The core's own runner (its own forward noise) does exactly this reverse run.
     let mut noise = NoiseStreams::keyed(7, &[0, 1]);
@@ -398,17 +352,12 @@ fn check_boomerang(which: &str) {
 
     // 5. The convenience wrapper is the same pipeline: image -> latent -> core -> decode.
     let mut p = SdBoomerangParams::new(TimeSpec::Step(t_start), "unused");
-    p.prompts = vec![
-        "a photo of a cat".into(),
-        "a dog's life, highly detailed".into(),
-    ];
+    p.prompts = vec!["a photo of a cat".into(), "a dog's life, highly detailed".into()];
     p.negative_prompts = vec!["blurry".into()];
     p.guidance_scale = g;
     p.spacing = Spacing::Uniform(n_steps);
     let mut noise = NoiseStreams::keyed(7, &[0, 1]);
-    let conv = sd
-        .boomerang_images(image.view(), &p, &mut noise, None)
-        .unwrap();
+    let conv = sd.boomerang_images(image.view(), &p, &mut noise, None).unwrap();
     assert_eq!(conv.x_t, out.x_t);
     assert_eq!(conv.latents_in, z0);
     assert!(rel_err(&conv.latents, &out.sample) <= 1e-6);
@@ -436,20 +385,10 @@ fn boomerang_images_is_per_item_deterministic() {
     p.sampler = Sampler::ddim(0.5);
     p.spacing = Spacing::Uniform(10);
     let both = sd
-        .boomerang_images(
-            images.view(),
-            &p,
-            &mut NoiseStreams::keyed(3, &[10, 11]),
-            None,
-        )
+        .boomerang_images(images.view(), &p, &mut NoiseStreams::keyed(3, &[10, 11]), None)
         .unwrap();
     let again = sd
-        .boomerang_images(
-            images.view(),
-            &p,
-            &mut NoiseStreams::keyed(3, &[10, 11]),
-            None,
-        )
+        .boomerang_images(images.view(), &p, &mut NoiseStreams::keyed(3, &[10, 11]), None)
         .unwrap();
     assert_eq!(both.images, again.images);
     let second = images.slice(ndarray::s![1..2, .., .., ..]);
@@ -521,8 +460,7 @@ fn broken_folders_give_errors_that_name_the_problem() {
     let err = StableDiffusion::load(&dir, &SdOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
     assert!(
-        err.to_string()
-            .contains("mid_block.attentions.0.proj_in.weight"),
+        err.to_string().contains("mid_block.attentions.0.proj_in.weight"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -575,17 +513,10 @@ fn bad_inputs_are_errors_not_panics() {
     let x = Array4::<f32>::zeros((1, 4, 8, 8));
     assert!(sd.predict(x.view(), 10.0, &Condition::None).is_err());
     let wrong = Condition::Text(Array3::zeros((1, 77, 7)));
-    assert!(matches!(
-        sd.predict(x.view(), 10.0, &wrong),
-        Err(Error::Shape(_))
-    ));
-    assert!(sd
-        .predict(x.view(), 10.0, &Condition::Class(vec![1]))
-        .is_err());
+    assert!(matches!(sd.predict(x.view(), 10.0, &wrong), Err(Error::Shape(_))));
+    assert!(sd.predict(x.view(), 10.0, &Condition::Class(vec![1])).is_err());
     // Wrong channel counts, NaN, empty prompts, bad token ids.
-    assert!(sd
-        .decode(Array4::<f32>::zeros((1, 3, 8, 8)).view())
-        .is_err());
+    assert!(sd.decode(Array4::<f32>::zeros((1, 3, 8, 8)).view()).is_err());
     let mut nan = Array4::<f32>::zeros((1, 3, 16, 16));
     nan[[0, 0, 0, 0]] = f32::NAN;
     assert!(sd.encode_posterior(nan.view()).is_err());
@@ -594,15 +525,9 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(sd.encode_tokens(bad_ids.view()).is_err());
     // Sampling the posterior needs noise; noise streams must match the batch.
     let img = Array4::<f32>::zeros((2, 3, 16, 16));
+    assert!(sd.encode_image(img.view(), LatentMode::Sample, None).is_err());
     assert!(sd
-        .encode_image(img.view(), LatentMode::Sample, None)
-        .is_err());
-    assert!(sd
-        .encode_image(
-            img.view(),
-            LatentMode::Sample,
-            Some(&mut NoiseStreams::keyed(0, &[0]))
-        )
+        .encode_image(img.view(), LatentMode::Sample, Some(&mut NoiseStreams::keyed(0, &[0])))
         .is_err());
     // Prompt counts must be one or one per image.
     let mut p = SdBoomerangParams::new(0.5, "a");
@@ -639,11 +564,7 @@ fn reduced_precision_stays_close_to_f32() {
             ..SdOptions::default()
         };
         let sd = StableDiffusion::load(fixtures().join("sd2"), &opts).unwrap();
-        assert_eq!(
-            sd.vae().kind(),
-            Kind::Float,
-            "force_upcast keeps the VAE in f32"
-        );
+        assert_eq!(sd.vae().kind(), Kind::Float, "force_upcast keeps the VAE in f32");
         let x = r.a4("unet.x");
         let ctx = Condition::Text(r.a3("unet.context"));
         let got = sd.predict(x.view(), 500.5, &ctx).unwrap();

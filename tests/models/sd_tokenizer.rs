@@ -34,13 +34,7 @@ fn reference(which: &str) -> Reference {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_i64().unwrap())
-                .collect()
-        })
+        .map(|row| row.as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect())
         .collect();
     Reference { cases, ids }
 }
@@ -104,11 +98,7 @@ fn special_ids_padding_and_truncation() {
 fn missing_files_are_named() {
     let dir = std::env::temp_dir().join(format!("boomerang-sd-tok-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        fixtures().join("sd1/tokenizer/vocab.json"),
-        dir.join("vocab.json"),
-    )
-    .unwrap();
+    std::fs::copy(fixtures().join("sd1/tokenizer/vocab.json"), dir.join("vocab.json")).unwrap();
     let err = ClipTokenizer::from_folder(&dir).unwrap_err().to_string();
     assert!(err.contains("merges.txt"), "{err}");
     std::fs::write(dir.join("merges.txt"), "#version: 0.2\nq zz\n").unwrap();

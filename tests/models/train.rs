@@ -19,7 +19,16 @@ fn tiny() -> DdpmConfig {
 }
 
 fn settings(steps: u64) -> TrainConfig {
-    TrainConfig { steps, batch_size: 8, lr: 2e-3, warmup: 5, ema_decay: 0.9, checkpoint_every: 3, seed: 5, ..TrainConfig::default() }
+    TrainConfig {
+        steps,
+        batch_size: 8,
+        lr: 2e-3,
+        warmup: 5,
+        ema_decay: 0.9,
+        checkpoint_every: 3,
+        seed: 5,
+        ..TrainConfig::default()
+    }
 }
 
 fn tmp(tag: &str) -> std::path::PathBuf {
@@ -35,7 +44,10 @@ fn loss_falls_resume_is_exact_and_export_loads() {
     // 1. The loss falls: mean of the last 10 of 60 steps below the first 10.
     let mut t = Trainer::new(tiny(), settings(60), Device::Cpu).unwrap();
     let losses: Vec<f64> = (0..60).map(|_| t.train_step(&data).unwrap()).collect();
-    let (first, last) = (losses[..10].iter().sum::<f64>() / 10.0, losses[50..].iter().sum::<f64>() / 10.0);
+    let (first, last) = (
+        losses[..10].iter().sum::<f64>() / 10.0,
+        losses[50..].iter().sum::<f64>() / 10.0,
+    );
     assert!(last < 0.6 * first, "loss {first} -> {last}");
 
     // 2. Six steps in one go equal three, a checkpoint, a resume, and three more.
@@ -48,7 +60,10 @@ fn loss_falls_resume_is_exact_and_export_loads() {
     let mut resumed = Trainer::resume(&b, Device::Cpu, Some(6)).unwrap();
     assert_eq!(resumed.step_count(), 3);
     resumed.train(&data, &b, |_, _| {}).unwrap();
-    let (sa, sb) = (straight.ema().state_dict().unwrap(), resumed.ema().state_dict().unwrap());
+    let (sa, sb) = (
+        straight.ema().state_dict().unwrap(),
+        resumed.ema().state_dict().unwrap(),
+    );
     for (k, v) in sa.iter() {
         assert_eq!(v.data, sb.get(k).unwrap().data, "{k} differs after resume");
     }

@@ -161,7 +161,9 @@ impl ModelSpec {
         if let Some(rest) = s.strip_prefix("builtin:") {
             return match rest {
                 "shapes32" => Ok(ModelSpec::Builtin),
-                _ => Err(CliError::usage(format!("--model {s}: the built-in model is builtin:shapes32"))),
+                _ => Err(CliError::usage(format!(
+                    "--model {s}: the built-in model is builtin:shapes32"
+                ))),
             };
         }
         if let Some(rest) = s.strip_prefix("gaussian:") {

@@ -11,7 +11,12 @@ use crate::CliError;
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Folder of training images (PNG, JPEG; searched recursively), resized to --size.
-    #[arg(long, value_name = "FOLDER", required_unless_present = "shapes", conflicts_with = "shapes")]
+    #[arg(
+        long,
+        value_name = "FOLDER",
+        required_unless_present = "shapes",
+        conflicts_with = "shapes"
+    )]
     pub data: Option<PathBuf>,
     /// Train on fresh members of the procedural shapes family instead (what the default
     /// model learned).
@@ -178,7 +183,10 @@ fn check_same_run(
     settings: &boomerang::train::TrainConfig,
     work: &std::path::Path,
 ) -> Result<(), CliError> {
-    let same_settings = boomerang::train::TrainConfig { steps: stored.steps, ..settings.clone() } == *stored;
+    let same_settings = boomerang::train::TrainConfig {
+        steps: stored.steps,
+        ..settings.clone()
+    } == *stored;
     if stored_model != model || !same_settings {
         return Err(CliError::usage(format!(
             "{} holds a run with other settings than these flags (stored: {stored_model:?}, {stored:?}); \

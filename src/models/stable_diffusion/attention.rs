@@ -138,14 +138,8 @@ impl BasicTransformerBlock {
 
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
-        let x = self
-            .attn1
-            .forward(&self.norm1.forward(x)?, ctx1)?
-            .f_add(x)?;
-        let x = self
-            .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context))?
-            .f_add(&x)?;
+        let x = self.attn1.forward(&self.norm1.forward(x)?, ctx1)?.f_add(x)?;
+        let x = self.attn2.forward(&self.norm2.forward(&x)?, Some(context))?.f_add(&x)?;
         Ok(self.ff.forward(&self.norm3.forward(&x)?)?.f_add(&x)?)
     }
 }
@@ -197,13 +191,10 @@ impl Transformer2D {
     /// `x`: `(B, C, H, W)`; `context`: `(B, S, context_dim)`.
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.size4()?;
-        let to_tokens = |t: &Tensor, ch: i64| -> Result<Tensor> {
-            Ok(t.f_permute([0, 2, 3, 1])?.f_reshape([b, h * w, ch])?)
-        };
+        let to_tokens =
+            |t: &Tensor, ch: i64| -> Result<Tensor> { Ok(t.f_permute([0, 2, 3, 1])?.f_reshape([b, h * w, ch])?) };
         let to_image = |t: &Tensor, ch: i64| -> Result<Tensor> {
-            Ok(t.f_reshape([b, h, w, ch])?
-                .f_permute([0, 3, 1, 2])?
-                .f_contiguous()?)
+            Ok(t.f_reshape([b, h, w, ch])?.f_permute([0, 3, 1, 2])?.f_contiguous()?)
         };
         let normed = self.norm.forward(x)?;
         let mut tokens = match &self.proj_in {

@@ -100,17 +100,9 @@ impl ClipTextModel {
                 .collect::<Result<Vec<_>>>()?;
             let model = Self {
                 token_embedding: Embedding::new(&(&emb / "token_embedding"), c.vocab_size, d)?,
-                position_embedding: Embedding::new(
-                    &(&emb / "position_embedding"),
-                    c.max_position_embeddings,
-                    d,
-                )?,
+                position_embedding: Embedding::new(&(&emb / "position_embedding"), c.max_position_embeddings, d)?,
                 layers,
-                final_layer_norm: LayerNorm::new(
-                    &(&root / "final_layer_norm"),
-                    d,
-                    c.layer_norm_eps,
-                )?,
+                final_layer_norm: LayerNorm::new(&(&root / "final_layer_norm"), d, c.layer_norm_eps)?,
                 config: config.clone(),
                 vs,
                 kind,

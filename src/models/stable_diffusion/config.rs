@@ -285,8 +285,7 @@ pub(crate) struct BlockPlan {
 impl UNetConfig {
     /// Parse `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map_err(|e| Error::param("unet config", format!("invalid JSON: {e}")))
+        serde_json::from_str(text).map_err(|e| Error::param("unet config", format!("invalid JSON: {e}")))
     }
 
     /// Read and validate `unet/config.json`.
@@ -303,10 +302,7 @@ impl UNetConfig {
             return Err(Error::param("block_out_channels", "is empty"));
         }
         if self.block_out_channels.contains(&0) || self.in_channels == 0 || self.out_channels == 0 {
-            return Err(Error::param(
-                "block_out_channels",
-                "channel counts must be positive",
-            ));
+            return Err(Error::param("block_out_channels", "channel counts must be positive"));
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(Error::param(
@@ -348,19 +344,10 @@ impl UNetConfig {
         let checks = [
             ("num_attention_heads", self.num_attention_heads.is_some()),
             ("dual_cross_attention", self.dual_cross_attention),
-            (
-                "resnet_time_scale_shift",
-                self.resnet_time_scale_shift != "default",
-            ),
+            ("resnet_time_scale_shift", self.resnet_time_scale_shift != "default"),
             ("resnet_skip_time_act", self.resnet_skip_time_act),
-            (
-                "time_embedding_type",
-                self.time_embedding_type != "positional",
-            ),
-            (
-                "time_embedding_act_fn",
-                self.time_embedding_act_fn.is_some(),
-            ),
+            ("time_embedding_type", self.time_embedding_type != "positional"),
+            ("time_embedding_act_fn", self.time_embedding_act_fn.is_some()),
             ("timestep_post_act", self.timestep_post_act.is_some()),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("class_embed_type", self.class_embed_type.is_some()),
@@ -399,9 +386,7 @@ impl UNetConfig {
             return Err(Error::param("downsample_padding", "must be 0 or 1"));
         }
         for p in self.down_plans()? {
-            if p.cross_attention
-                && (p.heads == 0 || p.cross_attention_dim == 0 || p.transformer_layers == 0)
-            {
+            if p.cross_attention && (p.heads == 0 || p.cross_attention_dim == 0 || p.transformer_layers == 0) {
                 return Err(Error::param(
                     "attention_head_dim",
                     "head counts, cross_attention_dim and transformer layers must be positive",
@@ -416,10 +401,7 @@ impl UNetConfig {
             if p.cross_attention && c % p.heads != 0 {
                 return Err(Error::param(
                     "attention_head_dim",
-                    format!(
-                        "{} heads do not divide the {c} channels of block {i}",
-                        p.heads
-                    ),
+                    format!("{} heads do not divide the {c} channels of block {i}", p.heads),
                 ));
             }
         }
@@ -428,8 +410,7 @@ impl UNetConfig {
 
     /// The time embedding width.
     pub fn time_embed_dim(&self) -> usize {
-        self.time_embedding_dim
-            .unwrap_or(4 * self.block_out_channels[0])
+        self.time_embedding_dim.unwrap_or(4 * self.block_out_channels[0])
     }
 
     /// The text-embedding width the first block expects (the width `Condition::Text` must
@@ -446,9 +427,7 @@ impl UNetConfig {
         let n = self.block_out_channels.len();
         let heads = self.attention_head_dim.expand(n, "attention_head_dim")?;
         let xdim = self.cross_attention_dim.expand(n, "cross_attention_dim")?;
-        let only = self
-            .only_cross_attention
-            .expand(n, "only_cross_attention")?;
+        let only = self.only_cross_attention.expand(n, "only_cross_attention")?;
         let tl = self
             .transformer_layers_per_block
             .expand(n, "transformer_layers_per_block")?;
@@ -489,10 +468,7 @@ impl UNetConfig {
             .ok_or_else(|| Error::param("block_out_channels", "is empty"))?;
         p.cross_attention = true;
         p.layers = 1;
-        p.only_cross_attention = match (
-            self.mid_block_only_cross_attention,
-            &self.only_cross_attention,
-        ) {
+        p.only_cross_attention = match (self.mid_block_only_cross_attention, &self.only_cross_attention) {
             (Some(v), _) => v,
             (None, PerBlock::One(v)) => *v,
             (None, PerBlock::Each(_)) => false,
@@ -576,8 +552,7 @@ pub struct VaeConfig {
 impl VaeConfig {
     /// Parse `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map_err(|e| Error::param("vae config", format!("invalid JSON: {e}")))
+        serde_json::from_str(text).map_err(|e| Error::param("vae config", format!("invalid JSON: {e}")))
     }
 
     /// Read and validate `vae/config.json`.
@@ -596,18 +571,10 @@ impl VaeConfig {
                 "needs one entry per down block and per up block, and at least one",
             ));
         }
-        if let Some(t) = self
-            .down_block_types
-            .iter()
-            .find(|t| *t != "DownEncoderBlock2D")
-        {
+        if let Some(t) = self.down_block_types.iter().find(|t| *t != "DownEncoderBlock2D") {
             return Err(unsupported("down_block_types", t));
         }
-        if let Some(t) = self
-            .up_block_types
-            .iter()
-            .find(|t| *t != "UpDecoderBlock2D")
-        {
+        if let Some(t) = self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
             return Err(unsupported("up_block_types", t));
         }
         if self.norm_num_groups == 0
@@ -700,8 +667,7 @@ pub struct ClipTextConfig {
 impl ClipTextConfig {
     /// Parse `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map_err(|e| Error::param("text encoder config", format!("invalid JSON: {e}")))
+        serde_json::from_str(text).map_err(|e| Error::param("text encoder config", format!("invalid JSON: {e}")))
     }
 
     /// Read and validate `text_encoder/config.json`.
@@ -713,10 +679,7 @@ impl ClipTextConfig {
 
     /// Check the settings.
     pub fn validate(&self) -> Result<()> {
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || self.hidden_size % self.num_attention_heads != 0
-        {
+        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::param(
                 "num_attention_heads",
                 format!(
@@ -725,8 +688,7 @@ impl ClipTextConfig {
                 ),
             ));
         }
-        if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.intermediate_size == 0
-        {
+        if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.intermediate_size == 0 {
             return Err(Error::param("vocab_size", "sizes must be positive"));
         }
         match self.hidden_act.as_str() {
@@ -788,8 +750,7 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Parse `scheduler_config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map_err(|e| Error::param("scheduler config", format!("invalid JSON: {e}")))
+        serde_json::from_str(text).map_err(|e| Error::param("scheduler config", format!("invalid JSON: {e}")))
     }
 
     /// Read `scheduler/scheduler_config.json`.
@@ -959,20 +920,20 @@ impl ModelIndex {
 
     /// Check that the components are classes this port implements.
     pub fn validate(&self) -> Result<()> {
-        let check =
-            |name: &'static str, entry: &Option<(Option<String>, Option<String>)>, ok: &[&str]| {
-                match entry.as_ref().and_then(|(_, c)| c.as_deref()) {
-                    None => Err(Error::param(
-                        name,
-                        "model_index.json lists no such component".to_string(),
-                    )),
-                    Some(c) if ok.contains(&c) => Ok(()),
-                    Some(c) => Err(Error::Incompatible(format!(
-                        "model_index.json: `{name}` is a {c}; this port implements {}",
-                        ok.join(" / ")
-                    ))),
-                }
-            };
+        let check = |name: &'static str, entry: &Option<(Option<String>, Option<String>)>, ok: &[&str]| match entry
+            .as_ref()
+            .and_then(|(_, c)| c.as_deref())
+        {
+            None => Err(Error::param(
+                name,
+                "model_index.json lists no such component".to_string(),
+            )),
+            Some(c) if ok.contains(&c) => Ok(()),
+            Some(c) => Err(Error::Incompatible(format!(
+                "model_index.json: `{name}` is a {c}; this port implements {}",
+                ok.join(" / ")
+            ))),
+        };
         check("unet", &self.unet, &["UNet2DConditionModel"])?;
         check("vae", &self.vae, &["AutoencoderKL"])?;
         check(
@@ -980,11 +941,7 @@ impl ModelIndex {
             &self.text_encoder,
             &["CLIPTextModel", "CLIPTextModelWithProjection"],
         )?;
-        check(
-            "tokenizer",
-            &self.tokenizer,
-            &["CLIPTokenizer", "CLIPTokenizerFast"],
-        )?;
+        check("tokenizer", &self.tokenizer, &["CLIPTokenizer", "CLIPTokenizerFast"])?;
         Ok(())
     }
 }
@@ -1007,10 +964,7 @@ pub(crate) fn activation(name: &str) -> Result<Activation> {
 }
 
 fn unsupported(name: &'static str, value: &str) -> Error {
-    Error::param(
-        name,
-        format!("`{value}` is not supported by the Stable Diffusion port"),
-    )
+    Error::param(name, format!("`{value}` is not supported by the Stable Diffusion port"))
 }
 
 fn with_path(e: Error, path: &Path) -> Error {
@@ -1042,19 +996,13 @@ mod tests {
 
     #[test]
     fn per_block_lists_and_refusals() {
-        let c = UNetConfig::from_json(
-            r#"{"attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024}"#,
-        )
-        .unwrap();
+        let c =
+            UNetConfig::from_json(r#"{"attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024}"#).unwrap();
         c.validate().unwrap();
         assert_eq!(c.up_plans().unwrap()[1].heads, 20);
         assert_eq!(c.mid_plan().unwrap().heads, 20);
         let bad = UNetConfig::from_json(r#"{"addition_embed_type": "text_time"}"#).unwrap();
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("addition_embed_type"));
+        assert!(bad.validate().unwrap_err().to_string().contains("addition_embed_type"));
         let bad = UNetConfig::from_json(r#"{"attention_head_dim": [5, 10]}"#).unwrap();
         assert!(bad.validate().is_err());
     }
@@ -1065,10 +1013,7 @@ mod tests {
             r#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "v_prediction"}"#,
         )
         .unwrap();
-        assert_eq!(
-            s.parameterization().unwrap(),
-            crate::Parameterization::VPrediction
-        );
+        assert_eq!(s.parameterization().unwrap(), crate::Parameterization::VPrediction);
         assert_eq!(s.schedule().unwrap().num_steps(), 1000);
         let s = SchedulerConfig::from_json(r#"{"beta_schedule": "exotic"}"#).unwrap();
         assert!(s.schedule().is_err());

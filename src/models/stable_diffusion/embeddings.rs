@@ -13,12 +13,7 @@ use crate::Result;
 /// For `half = dim / 2` frequencies `f_i = exp(−ln(10⁴)·i/(half − freq_shift))`, the
 /// embedding of `t` is `[sin(t·f), cos(t·f)]`, or `[cos, sin]` with `flip_sin_to_cos`
 /// (Stable Diffusion), zero-padded to `dim` when `dim` is odd. `t` may be fractional.
-pub fn timestep_embedding(
-    t: &Tensor,
-    dim: usize,
-    flip_sin_to_cos: bool,
-    freq_shift: f64,
-) -> Result<Tensor> {
+pub fn timestep_embedding(t: &Tensor, dim: usize, flip_sin_to_cos: bool, freq_shift: f64) -> Result<Tensor> {
     let device = t.device();
     let half = (dim / 2) as i64;
     let exponent = Tensor::f_arange(half, (Kind::Float, device))?

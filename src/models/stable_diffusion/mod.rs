@@ -54,9 +54,7 @@ use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip};
 use tch::{Device, Kind, Tensor};
 
 pub use clip::ClipTextModel;
-pub use config::{
-    ClipTextConfig, ModelIndex, SchedulerConfig, TokenizerConfig, UNetConfig, VaeConfig,
-};
+pub use config::{ClipTextConfig, ModelIndex, SchedulerConfig, TokenizerConfig, UNetConfig, VaeConfig};
 pub use tokenizer::ClipTokenizer;
 pub use unet::UNet2DConditionModel;
 pub use vae::AutoencoderKL;
@@ -65,10 +63,7 @@ use crate::checkpoint::{load_state_dict, StateDict};
 use crate::models::{check_device, check_kind, guard_panics, TchDenoiser, DEFAULT_MAX_BATCH};
 use crate::sampler::StepCallback;
 use crate::schedule::{DiscreteSchedule, GridPoint};
-use crate::{
-    Boomerang, Condition, Denoiser, DenoiserSpec, Error, NoiseStreams, Result, Sampler, Spacing,
-    TimeSpec,
-};
+use crate::{Boomerang, Condition, Denoiser, DenoiserSpec, Error, NoiseStreams, Result, Sampler, Spacing, TimeSpec};
 
 /// Which weight files to read from each component folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -260,18 +255,9 @@ impl std::fmt::Debug for StableDiffusion {
 }
 
 /// The weight file of a component: `stem[.fp16].safetensors`, else `bin_stem[.fp16].bin`.
-fn find_weights(
-    dir: &Path,
-    stem: &str,
-    bin_stem: &str,
-    variant: WeightsVariant,
-    kind: Kind,
-) -> Result<PathBuf> {
+fn find_weights(dir: &Path, stem: &str, bin_stem: &str, variant: WeightsVariant, kind: Kind) -> Result<PathBuf> {
     let full = [format!("{stem}.safetensors"), format!("{bin_stem}.bin")];
-    let half = [
-        format!("{stem}.fp16.safetensors"),
-        format!("{bin_stem}.fp16.bin"),
-    ];
+    let half = [format!("{stem}.fp16.safetensors"), format!("{bin_stem}.fp16.bin")];
     let order: Vec<&String> = match variant {
         WeightsVariant::Full => full.iter().collect(),
         WeightsVariant::Fp16 => half.iter().collect(),
@@ -289,11 +275,7 @@ fn find_weights(
         dir,
         format!(
             "no weights file: looked for {}{}",
-            order
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            order.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
             if sharded {
                 " (sharded checkpoints are not supported)"
             } else {
@@ -316,12 +298,7 @@ fn component(folder: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn read_weights(
-    dir: &Path,
-    stem: &str,
-    bin_stem: &str,
-    options: &SdOptions,
-) -> Result<(PathBuf, StateDict)> {
+fn read_weights(dir: &Path, stem: &str, bin_stem: &str, options: &SdOptions) -> Result<(PathBuf, StateDict)> {
     let path = find_weights(dir, stem, bin_stem, options.weights, options.kind)?;
     let sd = load_state_dict(&path)?;
     Ok((path, sd))
@@ -351,10 +328,7 @@ fn to_array<D: ndarray::Dimension, Sh: Into<ndarray::StrideShape<D>>>(
     t: &Tensor,
     dim: Sh,
 ) -> Result<ndarray::Array<f32, D>> {
-    let t = t
-        .f_to_kind(Kind::Float)?
-        .f_to_device(Device::Cpu)?
-        .f_contiguous()?;
+    let t = t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
     let numel = t.numel();
     let mut v = vec![0f32; numel];
     t.f_copy_data(&mut v, numel)?;
@@ -368,9 +342,7 @@ fn size4(t: &Tensor) -> Result<(usize, usize, usize, usize)> {
 
 fn check_finite(x: &ArrayView4<'_, f32>, what: &str) -> Result<()> {
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::InvalidInput(format!(
-            "{what} contain NaN or infinite values"
-        )));
+        return Err(Error::InvalidInput(format!("{what} contain NaN or infinite values")));
     }
     Ok(())
 }
@@ -401,12 +373,12 @@ impl StableDiffusion {
 
         let sched_dir = component(folder, "scheduler")?;
         let scheduler = SchedulerConfig::load(&sched_dir.join("scheduler_config.json"))?;
-        let schedule = scheduler.schedule().map_err(|e| {
-            Error::checkpoint(sched_dir.join("scheduler_config.json"), e.to_string())
-        })?;
-        let parameterization = scheduler.parameterization().map_err(|e| {
-            Error::checkpoint(sched_dir.join("scheduler_config.json"), e.to_string())
-        })?;
+        let schedule = scheduler
+            .schedule()
+            .map_err(|e| Error::checkpoint(sched_dir.join("scheduler_config.json"), e.to_string()))?;
+        let parameterization = scheduler
+            .parameterization()
+            .map_err(|e| Error::checkpoint(sched_dir.join("scheduler_config.json"), e.to_string()))?;
 
         let tokenizer = ClipTokenizer::from_folder(component(folder, "tokenizer")?)?;
 
@@ -441,14 +413,8 @@ impl StableDiffusion {
                 text_encoder.config().hidden_size
             )));
         }
-        let mut unet =
-            UNet2DConditionModel::new(unet_config, parameterization, options.device, options.kind)?;
-        let (path, sd) = read_weights(
-            &unet_dir,
-            "diffusion_pytorch_model",
-            "diffusion_pytorch_model",
-            options,
-        )?;
+        let mut unet = UNet2DConditionModel::new(unet_config, parameterization, options.device, options.kind)?;
+        let (path, sd) = read_weights(&unet_dir, "diffusion_pytorch_model", "diffusion_pytorch_model", options)?;
         unet.load_state_dict(&sd, &path)?;
         drop(sd);
 
@@ -467,12 +433,7 @@ impl StableDiffusion {
             options.kind
         };
         let mut vae = AutoencoderKL::new(vae_config, options.device, vae_kind)?;
-        let (path, sd) = read_weights(
-            &vae_dir,
-            "diffusion_pytorch_model",
-            "diffusion_pytorch_model",
-            options,
-        )?;
+        let (path, sd) = read_weights(&vae_dir, "diffusion_pytorch_model", "diffusion_pytorch_model", options)?;
         vae.load_state_dict(sd, &path)?;
 
         Ok(Self {
@@ -556,10 +517,7 @@ impl StableDiffusion {
         let (b, l) = ids.dim();
         let vocab = self.text_encoder.config().vocab_size as i64;
         if b == 0 || l == 0 {
-            return Err(Error::Shape(format!(
-                "token ids of shape {:?}",
-                ids.shape()
-            )));
+            return Err(Error::Shape(format!("token ids of shape {:?}", ids.shape())));
         }
         if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= vocab) {
             return Err(Error::InvalidInput(format!(
@@ -633,9 +591,7 @@ impl StableDiffusion {
         let mut result: Vec<Array4<f32>> = Vec::with_capacity(K);
         for k in 0..K {
             let views: Vec<_> = parts.iter().map(|p| p[k].view()).collect();
-            result.push(
-                ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Shape(e.to_string()))?,
-            );
+            result.push(ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Shape(e.to_string()))?);
         }
         result
             .try_into()
@@ -726,19 +682,13 @@ impl StableDiffusion {
         let n = images.dim().0;
         self.check_images(&images)?;
         if noise.len() != n {
-            return Err(Error::Shape(format!(
-                "{} noise streams for {n} images",
-                noise.len()
-            )));
+            return Err(Error::Shape(format!("{} noise streams for {n} images", noise.len())));
         }
         let count_ok = |k: usize| k == 1 || k == n;
         if !count_ok(params.prompts.len()) {
             return Err(Error::param(
                 "prompts",
-                format!(
-                    "give one prompt or one per image ({n}), got {}",
-                    params.prompts.len()
-                ),
+                format!("give one prompt or one per image ({n}), got {}", params.prompts.len()),
             ));
         }
         if !(params.negative_prompts.is_empty() || count_ok(params.negative_prompts.len())) {
@@ -769,10 +719,7 @@ impl StableDiffusion {
             } else {
                 params.negative_prompts.iter().map(String::as_str).collect()
             };
-            builder = builder.guidance(
-                params.guidance_scale,
-                Condition::Text(self.encode_prompt(&negative)?),
-            );
+            builder = builder.guidance(params.guidance_scale, Condition::Text(self.encode_prompt(&negative)?));
         }
         let out = builder
             .build()?
@@ -794,12 +741,7 @@ impl Denoiser for StableDiffusion {
         self.unet.spec()
     }
 
-    fn predict(
-        &self,
-        x: ArrayView4<'_, f32>,
-        time: f64,
-        condition: &Condition,
-    ) -> Result<Array4<f32>> {
+    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
         self.unet.predict(x, time, condition)
     }
 }

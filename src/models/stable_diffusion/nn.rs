@@ -20,14 +20,7 @@ pub(crate) struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(
-        p: &Path<'_>,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: i64,
-        padding: i64,
-    ) -> Result<Self> {
+    pub fn new(p: &Path<'_>, cin: usize, cout: usize, k: usize, stride: i64, padding: i64) -> Result<Self> {
         Ok(Self {
             w: p.f_var(
                 "weight",
@@ -51,14 +44,7 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(
-            &self.w,
-            self.b.as_ref(),
-            [self.stride; 2],
-            [self.padding; 2],
-            [1, 1],
-            1,
-        )?)
+        Ok(x.f_conv2d(&self.w, self.b.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)?)
     }
 }
 
@@ -172,20 +158,11 @@ pub(crate) fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 /// Runs libtorch's fused `scaled_dot_product_attention` (memory-efficient kernels, as
 /// diffusers' default `AttnProcessor2_0`); `upcast` computes it in f32 when the inputs are
 /// f16/bf16 (diffusers' `upcast_attention`/`upcast_softmax`) and casts the result back.
-pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: i64,
-    causal: bool,
-    upcast: bool,
-) -> Result<Tensor> {
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, causal: bool, upcast: bool) -> Result<Tensor> {
     let (b, lq, inner) = q.size3()?;
     let (_, lk, _) = k.size3()?;
     let d = inner / heads;
-    let split = |t: &Tensor, l: i64| -> Result<Tensor> {
-        Ok(t.f_view([b, l, heads, d])?.f_transpose(1, 2)?)
-    };
+    let split = |t: &Tensor, l: i64| -> Result<Tensor> { Ok(t.f_view([b, l, heads, d])?.f_transpose(1, 2)?) };
     let (mut qh, mut kh, mut vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
     let kind = q.f_kind()?;
     let cast = upcast && matches!(kind, Kind::Half | Kind::BFloat16);
@@ -195,9 +172,7 @@ pub(crate) fn attention(
         vh = vh.f_to_kind(Kind::Float)?;
     }
     let scale = 1.0 / (d as f64).sqrt();
-    let mut out = Tensor::f_scaled_dot_product_attention::<Tensor>(
-        &qh, &kh, &vh, None, 0.0, causal, scale, false,
-    )?;
+    let mut out = Tensor::f_scaled_dot_product_attention::<Tensor>(&qh, &kh, &vh, None, 0.0, causal, scale, false)?;
     if cast {
         out = out.f_to_kind(kind)?;
     }

@@ -102,21 +102,14 @@ impl ClipTokenizer {
                 } else {
                     ""
                 };
-                return Err(Error::checkpoint(
-                    dir.join(f),
-                    format!("missing tokenizer file{hint}"),
-                ));
+                return Err(Error::checkpoint(dir.join(f), format!("missing tokenizer file{hint}")));
             }
         }
         Self::from_files(dir.join("vocab.json"), dir.join("merges.txt"), &config)
     }
 
     /// Build from a `vocab.json`, a `merges.txt` and a configuration.
-    pub fn from_files(
-        vocab: impl AsRef<Path>,
-        merges: impl AsRef<Path>,
-        config: &TokenizerConfig,
-    ) -> Result<Self> {
+    pub fn from_files(vocab: impl AsRef<Path>, merges: impl AsRef<Path>, config: &TokenizerConfig) -> Result<Self> {
         let vocab_path = vocab.as_ref();
         let merges_path = merges.as_ref();
         let vocab: HashMap<String, u32> = read_json(vocab_path)?;
@@ -156,12 +149,10 @@ impl ClipTokenizer {
     ) -> Result<Self> {
         let bad = |reason: String| Error::param("tokenizer", reason);
         fn id_of(vocab: &HashMap<String, u32>, s: &str, what: &str) -> Result<u32> {
-            vocab.get(s).copied().ok_or_else(|| {
-                Error::param(
-                    "tokenizer",
-                    format!("{what} `{s}` is not in the vocabulary"),
-                )
-            })
+            vocab
+                .get(s)
+                .copied()
+                .ok_or_else(|| Error::param("tokenizer", format!("{what} `{s}` is not in the vocabulary")))
         }
         let mut merge_map = HashMap::with_capacity(merges.len());
         for (rank, (a, b)) in merges.iter().enumerate() {
@@ -190,10 +181,7 @@ impl ClipTokenizer {
             max_length: 77,
         };
 
-        let spec = |t: &Option<TokenSpec>, default: &str| {
-            t.clone()
-                .unwrap_or_else(|| TokenSpec::Plain(default.into()))
-        };
+        let spec = |t: &Option<TokenSpec>, default: &str| t.clone().unwrap_or_else(|| TokenSpec::Plain(default.into()));
         let bos = spec(&config.bos_token, "<|startoftext|>");
         let eos = spec(&config.eos_token, "<|endoftext|>");
         let unk = spec(&config.unk_token, "<|endoftext|>");
@@ -231,11 +219,7 @@ impl ClipTokenizer {
         tok.unk = Some(ids[2]);
         tok.pad = ids[3];
         for (content, id, normalized) in registered {
-            let pattern = if normalized {
-                tok.normalize(&content)
-            } else {
-                content
-            };
+            let pattern = if normalized { tok.normalize(&content) } else { content };
             if !pattern.is_empty() {
                 tok.added.push(AddedToken {
                     pattern,
@@ -365,11 +349,7 @@ impl ClipTokenizer {
             let best = word
                 .windows(2)
                 .enumerate()
-                .filter_map(|(pos, w)| {
-                    self.merges
-                        .get(&(w[0], w[1]))
-                        .map(|&(rank, id)| (rank, pos, id))
-                })
+                .filter_map(|(pos, w)| self.merges.get(&(w[0], w[1])).map(|&(rank, id)| (rank, pos, id)))
                 .min();
             match best {
                 Some((_, pos, id)) => {
@@ -392,10 +372,7 @@ enum Segment<'a> {
 /// Cut the added tokens with the given `normalized` flag out of `text` (leftmost match,
 /// longest among those starting there).
 fn split_added<'a>(text: &'a str, added: &[AddedToken], normalized: bool) -> Vec<Segment<'a>> {
-    let tokens: Vec<&AddedToken> = added
-        .iter()
-        .filter(|t| t.normalized == normalized)
-        .collect();
+    let tokens: Vec<&AddedToken> = added.iter().filter(|t| t.normalized == normalized).collect();
     let mut out = Vec::new();
     let mut start = 0;
     let mut i = 0;
@@ -426,9 +403,7 @@ fn split_added<'a>(text: &'a str, added: &[AddedToken], normalized: bool) -> Vec
 /// GPT-2's reversible map from bytes to printable characters: the printable Latin-1 bytes
 /// map to themselves, the others to `U+0100` onwards in byte order.
 fn bytes_to_unicode() -> [char; 256] {
-    let printable = |b: u32| {
-        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
-    };
+    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     let mut table = ['\0'; 256];
     let mut extra = 0u32;
     for b in 0..256u32 {
@@ -487,19 +462,13 @@ mod tests {
         assert_eq!(tok.tokenize("  CAT ").unwrap(), vec![cat]);
         let ids = tok.encode("cat cat").unwrap();
         assert_eq!(ids.len(), 77);
-        assert_eq!(
-            &ids[..4],
-            &[tok.bos as i64, cat as i64, cat as i64, tok.eos as i64]
-        );
+        assert_eq!(&ids[..4], &[tok.bos as i64, cat as i64, cat as i64, tok.eos as i64]);
         assert!(ids[4..].iter().all(|&i| i == tok.pad as i64));
         let long = "cat ".repeat(200);
         let ids = tok.encode(&long).unwrap();
         assert_eq!(ids[76], tok.eos as i64);
         assert_eq!(ids[75], cat as i64);
         // special tokens in the text
-        assert_eq!(
-            tok.tokenize("cat<|endoftext|>").unwrap(),
-            vec![cat, tok.eos]
-        );
+        assert_eq!(tok.tokenize("cat<|endoftext|>").unwrap(), vec![cat, tok.eos]);
     }
 }

@@ -14,9 +14,7 @@ use super::nn::{activate, Conv2d, GroupNorm};
 use super::resnet::ResnetSettings;
 use super::unet_blocks::{DownBlock, MidBlockCrossAttn, UpBlock};
 use crate::checkpoint::StateDict;
-use crate::models::{
-    check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions, TchModule,
-};
+use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions, TchModule};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
 /// The Stable Diffusion UNet on tch tensors.
@@ -56,12 +54,7 @@ impl UNet2DConditionModel {
     /// Declare the network for `config` with zero weights (GroupNorm/LayerNorm scales one) on
     /// `device` in compute `kind` (f32, f16 or bf16). `parameterization` is what the weights
     /// predict (from the scheduler config's `prediction_type`).
-    pub fn new(
-        config: UNetConfig,
-        parameterization: Parameterization,
-        device: Device,
-        kind: Kind,
-    ) -> Result<Self> {
+    pub fn new(config: UNetConfig, parameterization: Parameterization, device: Device, kind: Kind) -> Result<Self> {
         config.validate()?;
         check_kind(kind)?;
         check_device(device)?;
@@ -82,23 +75,20 @@ impl UNet2DConditionModel {
                 temb_channels: Some(temb),
                 output_scale_factor: c.resnet_out_scale_factor,
             };
-            let transformer =
-                |plan: &super::config::BlockPlan, channels: usize| TransformerSettings {
-                    heads: plan.heads,
-                    head_dim: channels / plan.heads,
-                    context_dim: plan.cross_attention_dim,
-                    layers: plan.transformer_layers,
-                    groups,
-                    norm_eps: c.norm_eps,
-                    use_linear_projection: c.use_linear_projection,
-                    only_cross_attention: plan.only_cross_attention,
-                    upcast_attention: c.upcast_attention,
-                };
+            let transformer = |plan: &super::config::BlockPlan, channels: usize| TransformerSettings {
+                heads: plan.heads,
+                head_dim: channels / plan.heads,
+                context_dim: plan.cross_attention_dim,
+                layers: plan.transformer_layers,
+                groups,
+                norm_eps: c.norm_eps,
+                use_linear_projection: c.use_linear_projection,
+                only_cross_attention: plan.only_cross_attention,
+                upcast_attention: c.upcast_attention,
+            };
 
-            let conv_in =
-                Conv2d::same(&(&root / "conv_in"), c.in_channels, ch[0], c.conv_in_kernel)?;
-            let time_embedding =
-                TimestepEmbedding::new(&(&root / "time_embedding"), ch[0], temb, act)?;
+            let conv_in = Conv2d::same(&(&root / "conv_in"), c.in_channels, ch[0], c.conv_in_kernel)?;
+            let time_embedding = TimestepEmbedding::new(&(&root / "time_embedding"), ch[0], temb, act)?;
 
             let down_plans = c.down_plans()?;
             let mut down_blocks = Vec::with_capacity(n);
@@ -152,14 +142,8 @@ impl UNet2DConditionModel {
                 prev = out;
             }
 
-            let conv_norm_out =
-                GroupNorm::new(&(&root / "conv_norm_out"), groups, ch[0], c.norm_eps)?;
-            let conv_out = Conv2d::same(
-                &(&root / "conv_out"),
-                ch[0],
-                c.out_channels,
-                c.conv_out_kernel,
-            )?;
+            let conv_norm_out = GroupNorm::new(&(&root / "conv_norm_out"), groups, ch[0], c.norm_eps)?;
+            let conv_out = Conv2d::same(&(&root / "conv_out"), ch[0], c.out_channels, c.conv_out_kernel)?;
             vs.freeze();
             Ok(Self {
                 config: config.clone(),
@@ -223,8 +207,7 @@ impl UNet2DConditionModel {
             x.shallow_clone()
         };
         let t_emb =
-            timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)?
-                .f_to_kind(self.kind)?;
+            timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)?.f_to_kind(self.kind)?;
         let temb = self.time_embedding.forward(&t_emb)?;
 
         let mut h = self.conv_in.forward(&x)?;
@@ -241,20 +224,21 @@ impl UNet2DConditionModel {
     }
 
     fn context_tensor(&self, condition: &Condition, n: i64) -> Result<Tensor> {
-        let text: &Array3<f32> =
-            match condition {
-                Condition::Text(a) => a,
-                Condition::None => return Err(Error::InvalidInput(
+        let text: &Array3<f32> = match condition {
+            Condition::Text(a) => a,
+            Condition::None => {
+                return Err(Error::InvalidInput(
                     "the Stable Diffusion UNet needs text embeddings (Condition::Text); for an \
                      unconditional prediction encode the empty prompt \"\""
                         .into(),
-                )),
-                other => {
-                    return Err(Error::Incompatible(format!(
+                ))
+            }
+            other => {
+                return Err(Error::Incompatible(format!(
                     "the Stable Diffusion UNet is conditioned on text embeddings, got {other:?}"
                 )))
-                }
-            };
+            }
+        };
         let (b, s, d) = text.dim();
         let want = self.config.context_dim();
         if b as i64 != n || d != want {

@@ -50,13 +50,7 @@ impl DownBlock {
     }
 
     /// Returns the output; pushes every state a skip connection takes onto `skips`.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        temb: &Tensor,
-        context: &Tensor,
-        skips: &mut Vec<Tensor>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (i, r) in self.resnets.iter().enumerate() {
             h = r.forward(&h, Some(temb))?;
@@ -98,12 +92,7 @@ impl UpBlock {
         let mut attentions = Vec::new();
         for (i, &skip) in skip_channels.iter().enumerate() {
             let c = if i == 0 { prev } else { cout };
-            resnets.push(ResnetBlock2D::new(
-                &(p / "resnets" / i),
-                c + skip,
-                cout,
-                res,
-            )?);
+            resnets.push(ResnetBlock2D::new(&(p / "resnets" / i), c + skip, cout, res)?);
             if let Some(t) = transformer {
                 attentions.push(Transformer2D::new(&(p / "attentions" / i), cout, t)?);
             }
@@ -122,13 +111,7 @@ impl UpBlock {
 
     /// Pops one skip per ResNet from `skips`; upsamples to the spatial size of the skip left
     /// on top (diffusers' `upsample_size`, which equals ×2 whenever sizes are even).
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        temb: &Tensor,
-        context: &Tensor,
-        skips: &mut Vec<Tensor>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (i, r) in self.resnets.iter().enumerate() {
             let skip = skips
@@ -163,13 +146,7 @@ pub(crate) struct MidBlockCrossAttn {
 }
 
 impl MidBlockCrossAttn {
-    pub fn new(
-        p: &Path<'_>,
-        c: usize,
-        layers: usize,
-        res: &ResnetSettings,
-        t: &TransformerSettings,
-    ) -> Result<Self> {
+    pub fn new(p: &Path<'_>, c: usize, layers: usize, res: &ResnetSettings, t: &TransformerSettings) -> Result<Self> {
         let first = ResnetBlock2D::new(&(p / "resnets" / 0), c, c, res)?;
         let mut attentions = Vec::with_capacity(layers);
         let mut resnets = Vec::with_capacity(layers);
@@ -248,14 +225,7 @@ impl VaeBlock {
         downsample: bool,
     ) -> Result<Self> {
         let resnets = (0..layers)
-            .map(|i| {
-                ResnetBlock2D::new(
-                    &(p / "resnets" / i),
-                    if i == 0 { cin } else { cout },
-                    cout,
-                    res,
-                )
-            })
+            .map(|i| ResnetBlock2D::new(&(p / "resnets" / i), if i == 0 { cin } else { cout }, cout, res))
             .collect::<Result<Vec<_>>>()?;
         let down = if downsample {
             Some(Downsample2D::new(&(p / "downsamplers" / 0), cout, 0)?)
@@ -278,14 +248,7 @@ impl VaeBlock {
         upsample: bool,
     ) -> Result<Self> {
         let resnets = (0..layers)
-            .map(|i| {
-                ResnetBlock2D::new(
-                    &(p / "resnets" / i),
-                    if i == 0 { cin } else { cout },
-                    cout,
-                    res,
-                )
-            })
+            .map(|i| ResnetBlock2D::new(&(p / "resnets" / i), if i == 0 { cin } else { cout }, cout, res))
             .collect::<Result<Vec<_>>>()?;
         let up = if upsample {
             Some(Upsample2D::new(&(p / "upsamplers" / 0), cout)?)

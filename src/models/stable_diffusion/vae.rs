@@ -99,18 +99,8 @@ impl AutoencoderKL {
             let encoder = Encoder {
                 conv_in: Conv2d::same(&(&e / "conv_in"), c.in_channels, ch[0], 3)?,
                 down_blocks,
-                mid_block: VaeMidBlock::new(
-                    &(&e / "mid_block"),
-                    ch[n - 1],
-                    &res,
-                    c.mid_block_add_attention,
-                )?,
-                conv_norm_out: GroupNorm::new(
-                    &(&e / "conv_norm_out"),
-                    c.norm_num_groups,
-                    ch[n - 1],
-                    1e-6,
-                )?,
+                mid_block: VaeMidBlock::new(&(&e / "mid_block"), ch[n - 1], &res, c.mid_block_add_attention)?,
+                conv_norm_out: GroupNorm::new(&(&e / "conv_norm_out"), c.norm_num_groups, ch[n - 1], 1e-6)?,
                 conv_out: Conv2d::same(&(&e / "conv_out"), ch[n - 1], 2 * c.latent_channels, 3)?,
                 act,
             };
@@ -132,29 +122,15 @@ impl AutoencoderKL {
             }
             let decoder = Decoder {
                 conv_in: Conv2d::same(&(&d / "conv_in"), c.latent_channels, ch[n - 1], 3)?,
-                mid_block: VaeMidBlock::new(
-                    &(&d / "mid_block"),
-                    ch[n - 1],
-                    &res,
-                    c.mid_block_add_attention,
-                )?,
+                mid_block: VaeMidBlock::new(&(&d / "mid_block"), ch[n - 1], &res, c.mid_block_add_attention)?,
                 up_blocks,
-                conv_norm_out: GroupNorm::new(
-                    &(&d / "conv_norm_out"),
-                    c.norm_num_groups,
-                    ch[0],
-                    1e-6,
-                )?,
+                conv_norm_out: GroupNorm::new(&(&d / "conv_norm_out"), c.norm_num_groups, ch[0], 1e-6)?,
                 conv_out: Conv2d::same(&(&d / "conv_out"), ch[0], c.out_channels, 3)?,
                 act,
             };
             let lat = c.latent_channels;
             let quant_conv = if c.use_quant_conv {
-                Some(Conv2d::pointwise(
-                    &(&root / "quant_conv"),
-                    2 * lat,
-                    2 * lat,
-                )?)
+                Some(Conv2d::pointwise(&(&root / "quant_conv"), 2 * lat, 2 * lat)?)
             } else {
                 None
             };
@@ -263,12 +239,7 @@ pub fn rename_legacy_attention(sd: StateDict) -> Result<StateDict> {
             let is_proj = [".to_q.", ".to_k.", ".to_v.", ".to_out.0."]
                 .iter()
                 .any(|p| name.contains(p));
-            if is_proj
-                && name.ends_with(".weight")
-                && t.shape.len() == 4
-                && t.shape[2] == 1
-                && t.shape[3] == 1
-            {
+            if is_proj && name.ends_with(".weight") && t.shape.len() == 4 && t.shape[2] == 1 && t.shape[3] == 1 {
                 t.shape.truncate(2);
             }
         }
