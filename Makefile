@@ -20,7 +20,7 @@ export CARGO_INCREMENTAL ?= 0
 
 CARGO ?= cargo
 
-.PHONY: test test-core test-tch demo bench doc fixtures clean-venv libtorch
+.PHONY: test test-core test-tch package-size demo bench doc fixtures clean-venv libtorch
 
 libtorch: $(TORCH_STAMP)
 
@@ -32,14 +32,24 @@ $(TORCH_STAMP):
 	$(VENV)/bin/pip uninstall --quiet --yes triton
 	touch $@
 
-## Every test suite: the pure-Rust core without libtorch, then everything with it.
-test: test-core test-tch
+## Every test suite: the pure-Rust core without libtorch, then everything with it, and
+## the published package's size.
+test: test-core test-tch package-size
 
 test-core:
 	$(CARGO) test --no-default-features
 
 test-tch: $(TORCH_STAMP)
 	$(CARGO) test
+
+## crates.io refuses packages over 10 MB; the embedded default model and the test
+## fixtures must fit.
+package-size:
+	$(CARGO) package --no-verify --allow-dirty --quiet
+	@size=$$(stat -c %s target/package/boomerang-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).crate); \
+	echo "package: $$size bytes (crates.io limit 10485760)"; \
+	test $$size -lt 10485760
+	rm -rf target/package
 
 ## The main job: Boomerang with the embedded default model, written to out/demo.png.
 demo: $(TORCH_STAMP)

@@ -36,11 +36,17 @@
 //! - [`image_io`]: images <-> arrays, resizing;
 //! - [`shapes`]: a procedural image family (the default model's data) with a membership test;
 //! - [`checkpoint`]: safetensors and PyTorch checkpoints read in pure Rust, never executing
-//!   pickled code.
+//!   pickled code;
+//! - applications on one [`local::LocalSampler`] trait: [`enhance`], [`augment`],
+//!   [`anonymize`], with [`metrics`];
+//! - with `tch`: `models` (the DDPM UNet, Stable Diffusion, and `models::pretrained`, a
+//!   small model of the [`shapes`] family embedded in the crate, so everything runs offline)
+//!   and `train` (train a DDPM UNet on your own images).
 //!
 //! ## Features
-//! - `tch` (default): libtorch-backed networks. Without it (`--no-default-features`) the
-//!   pure-Rust core builds and runs with no libtorch.
+//! - `tch` (default): libtorch-backed networks, the embedded default model and training.
+//!   Without it (`--no-default-features`) the pure-Rust core builds and runs with no
+//!   libtorch.
 //!
 //! ## Reproducibility
 //! Randomness comes only from the caller: `run(x0, t, &mut rng)` draws one seed from `rng`

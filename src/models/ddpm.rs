@@ -31,10 +31,11 @@ use std::path::{Path, PathBuf};
 
 use rand::distributions::{Distribution, Uniform};
 use rand::SeedableRng;
-use tch::nn::{Init, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::loading::{self, LoadOptions};
+use super::nn::{Conv2d, GroupNorm, Linear};
 use super::TchModule;
 use crate::checkpoint::{StateDict, TensorData};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
@@ -621,94 +622,25 @@ impl DdpmConfig {
 // ------------------------------------------------------------------------------------
 
 #[derive(Debug)]
-struct Conv {
-    w: Tensor,
-    b: Tensor,
-    stride: i64,
-    padding: i64,
-}
-
-impl Conv {
-    fn new(p: &tch::nn::Path<'_>, cin: usize, cout: usize, k: usize, stride: i64, padding: i64) -> Result<Self> {
-        Ok(Self {
-            w: p.f_var(
-                "weight",
-                &[cout as i64, cin as i64, k as i64, k as i64],
-                Init::Const(0.0),
-            )?,
-            b: p.f_var("bias", &[cout as i64], Init::Const(0.0))?,
-            stride,
-            padding,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(&self.w, Some(&self.b), [self.stride; 2], [self.padding; 2], [1, 1], 1)?)
-    }
-}
-
-#[derive(Debug)]
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Linear {
-    fn new(p: &tch::nn::Path<'_>, cin: usize, cout: usize) -> Result<Self> {
-        Ok(Self {
-            w: p.f_var("weight", &[cout as i64, cin as i64], Init::Const(0.0))?,
-            b: p.f_var("bias", &[cout as i64], Init::Const(0.0))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.w, Some(&self.b))?)
-    }
-}
-
-#[derive(Debug)]
-struct GroupNorm {
-    w: Tensor,
-    b: Tensor,
-    groups: i64,
-    eps: f64,
-}
-
-impl GroupNorm {
-    fn new(p: &tch::nn::Path<'_>, c: usize, cfg: &DdpmConfig) -> Result<Self> {
-        Ok(Self {
-            w: p.f_var("weight", &[c as i64], Init::Const(1.0))?,
-            b: p.f_var("bias", &[c as i64], Init::Const(0.0))?,
-            groups: cfg.norm_groups as i64,
-            eps: cfg.norm_eps,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_group_norm(self.groups, Some(&self.w), Some(&self.b), self.eps, true)?)
-    }
-}
-
-#[derive(Debug)]
 struct ResBlock {
     norm1: GroupNorm,
-    conv1: Conv,
+    conv1: Conv2d,
     temb_proj: Linear,
     norm2: GroupNorm,
-    conv2: Conv,
-    nin_shortcut: Option<Conv>,
+    conv2: Conv2d,
+    nin_shortcut: Option<Conv2d>,
 }
 
 impl ResBlock {
     fn new(p: &tch::nn::Path<'_>, cin: usize, cout: usize, cfg: &DdpmConfig) -> Result<Self> {
         Ok(Self {
-            norm1: GroupNorm::new(&(p / "norm1"), cin, cfg)?,
-            conv1: Conv::new(&(p / "conv1"), cin, cout, 3, 1, 1)?,
-            temb_proj: Linear::new(&(p / "temb_proj"), cfg.temb_ch(), cout)?,
-            norm2: GroupNorm::new(&(p / "norm2"), cout, cfg)?,
-            conv2: Conv::new(&(p / "conv2"), cout, cout, 3, 1, 1)?,
+            norm1: GroupNorm::new(&(p / "norm1"), cfg.norm_groups, cin, cfg.norm_eps)?,
+            conv1: Conv2d::new(&(p / "conv1"), cin, cout, 3, 1, 1)?,
+            temb_proj: Linear::new(&(p / "temb_proj"), cfg.temb_ch(), cout, true)?,
+            norm2: GroupNorm::new(&(p / "norm2"), cfg.norm_groups, cout, cfg.norm_eps)?,
+            conv2: Conv2d::new(&(p / "conv2"), cout, cout, 3, 1, 1)?,
             nin_shortcut: if cin != cout {
-                Some(Conv::new(&(p / "nin_shortcut"), cin, cout, 1, 1, 0)?)
+                Some(Conv2d::new(&(p / "nin_shortcut"), cin, cout, 1, 1, 0)?)
             } else {
                 None
             },
@@ -732,21 +664,21 @@ impl ResBlock {
 #[derive(Debug)]
 struct AttnBlock {
     norm: GroupNorm,
-    q: Conv,
-    k: Conv,
-    v: Conv,
-    proj_out: Conv,
+    q: Conv2d,
+    k: Conv2d,
+    v: Conv2d,
+    proj_out: Conv2d,
     heads: i64,
 }
 
 impl AttnBlock {
     fn new(p: &tch::nn::Path<'_>, c: usize, cfg: &DdpmConfig) -> Result<Self> {
         Ok(Self {
-            norm: GroupNorm::new(&(p / "norm"), c, cfg)?,
-            q: Conv::new(&(p / "q"), c, c, 1, 1, 0)?,
-            k: Conv::new(&(p / "k"), c, c, 1, 1, 0)?,
-            v: Conv::new(&(p / "v"), c, c, 1, 1, 0)?,
-            proj_out: Conv::new(&(p / "proj_out"), c, c, 1, 1, 0)?,
+            norm: GroupNorm::new(&(p / "norm"), cfg.norm_groups, c, cfg.norm_eps)?,
+            q: Conv2d::new(&(p / "q"), c, c, 1, 1, 0)?,
+            k: Conv2d::new(&(p / "k"), c, c, 1, 1, 0)?,
+            v: Conv2d::new(&(p / "v"), c, c, 1, 1, 0)?,
+            proj_out: Conv2d::new(&(p / "proj_out"), c, c, 1, 1, 0)?,
             heads: cfg.attention_head_dim.map_or(1, |d| (c / d.max(1)) as i64),
         })
     }
@@ -771,7 +703,7 @@ impl AttnBlock {
 #[derive(Debug)]
 enum Resample {
     None,
-    Conv(Conv),
+    Conv(Conv2d),
     Plain,
 }
 
@@ -802,14 +734,14 @@ pub struct DdpmUNet {
     freqs: Tensor,
     temb_dense0: Linear,
     temb_dense1: Linear,
-    conv_in: Conv,
+    conv_in: Conv2d,
     down: Vec<Level>,
     mid_block_1: ResBlock,
     mid_attn_1: Option<AttnBlock>,
     mid_block_2: ResBlock,
     up: Vec<Level>,
     norm_out: GroupNorm,
-    conv_out: Conv,
+    conv_out: Conv2d,
 }
 
 impl DdpmUNet {
@@ -827,9 +759,9 @@ impl DdpmUNet {
             let cfg = &config;
             let ch = cfg.ch;
             let temb = root.clone() / "temb" / "dense";
-            let temb_dense0 = Linear::new(&(&temb / 0), ch, cfg.temb_ch())?;
-            let temb_dense1 = Linear::new(&(&temb / 1), cfg.temb_ch(), cfg.temb_ch())?;
-            let conv_in = Conv::new(&(&root / "conv_in"), cfg.in_channels, ch, 3, 1, 1)?;
+            let temb_dense0 = Linear::new(&(&temb / 0), ch, cfg.temb_ch(), true)?;
+            let temb_dense1 = Linear::new(&(&temb / 1), cfg.temb_ch(), cfg.temb_ch(), true)?;
+            let conv_in = Conv2d::new(&(&root / "conv_in"), cfg.in_channels, ch, 3, 1, 1)?;
             let levels = cfg.levels();
             let in_mult: Vec<usize> = std::iter::once(1).chain(cfg.ch_mult.iter().copied()).collect();
             let resample_down = |p: &tch::nn::Path<'_>, c: usize| -> Result<Resample> {
@@ -840,7 +772,7 @@ impl DdpmUNet {
                     DownsamplePadding::Asymmetric => 0,
                     DownsamplePadding::Symmetric => 1,
                 };
-                Ok(Resample::Conv(Conv::new(&(p / "conv"), c, c, 3, 2, pad)?))
+                Ok(Resample::Conv(Conv2d::new(&(p / "conv"), c, c, 3, 2, pad)?))
             };
             let mut down = Vec::with_capacity(levels);
             let mut block_in = ch;
@@ -897,7 +829,7 @@ impl DdpmUNet {
                 }
                 let resample = if l != 0 {
                     if cfg.resamp_with_conv {
-                        Resample::Conv(Conv::new(&(&p / "upsample" / "conv"), block_in, block_in, 3, 1, 1)?)
+                        Resample::Conv(Conv2d::new(&(&p / "upsample" / "conv"), block_in, block_in, 3, 1, 1)?)
                     } else {
                         Resample::Plain
                     }
@@ -911,8 +843,8 @@ impl DdpmUNet {
                 });
             }
             let up: Vec<Level> = up.into_iter().flatten().collect();
-            let norm_out = GroupNorm::new(&(&root / "norm_out"), block_in, cfg)?;
-            let conv_out = Conv::new(&(&root / "conv_out"), block_in, cfg.out_ch, 3, 1, 1)?;
+            let norm_out = GroupNorm::new(&(&root / "norm_out"), cfg.norm_groups, block_in, cfg.norm_eps)?;
+            let conv_out = Conv2d::new(&(&root / "conv_out"), block_in, cfg.out_ch, 3, 1, 1)?;
             // Sinusoid frequencies, f32 as in the original: exp(arange(half) · −ln(1e4)/(half − shift)).
             let half = (ch / 2) as i64;
             let step = -(10000f64.ln()) / (half as f64 - cfg.freq_shift);

@@ -16,7 +16,8 @@
 //!   left in libtorch's Rust bindings becomes [`Error::Model`].
 //!
 //! Families: [`ddpm`] (the DDPM UNet of Ho et al., as used by FastDPM and the
-//! `google/ddpm-*` diffusers checkpoints). [`loading`] copies state dicts read by
+//! `google/ddpm-*` diffusers checkpoints), [`stable_diffusion`] (SD 1.x/2.x from diffusers
+//! folders), and [`pretrained`], the crate's embedded default model. [`loading`] copies state dicts read by
 //! [`crate::checkpoint`] into a `VarStore`, naming missing, unexpected and misshaped keys.
 //!
 //! ```no_run
@@ -38,6 +39,7 @@
 
 pub mod ddpm;
 pub mod loading;
+pub(crate) mod nn;
 pub mod pretrained;
 pub mod stable_diffusion;
 

@@ -95,13 +95,14 @@ fn train_resume_and_sample_with_the_result() {
     assert_eq!(images(&samples).len(), 4);
 
     // Bad input: a cosine schedule spelled wrong, a folder without images, CPU mixed precision.
-    let mut bad = tiny_run(&d, s(&root.join("m2")), "2");
+    let (m2, m4) = (root.join("m2"), root.join("m4"));
+    let mut bad = tiny_run(&d, s(&m2), "2");
     bad.extend(["--schedule", "cosine:1:2"]);
     assert!(run_fails(&bad, &[], 2).contains("cosine takes no START:END"));
     let empty = root.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     assert!(run_fails(&tiny_run(s(&empty), s(&root.join("m3")), "2"), &[], 2).contains("no .png"));
-    let mut mixed = tiny_run(&d, s(&root.join("m4")), "2");
+    let mut mixed = tiny_run(&d, s(&m4), "2");
     mixed.extend(["--precision", "mixed"]);
     assert!(run_fails(&mixed, &[], 2).contains("CUDA"));
     std::fs::remove_dir_all(&root).unwrap();

@@ -5,7 +5,7 @@
 use tch::nn::Path;
 use tch::Tensor;
 
-use super::nn::{attention, Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::models::nn::{attention, Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::Result;
 
 /// diffusers' `Attention`: `to_q`, `to_k`, `to_v` (no bias in the UNet, bias in the VAE),

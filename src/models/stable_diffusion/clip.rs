@@ -16,8 +16,8 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::config::ClipTextConfig;
-use super::nn::{attention, Embedding, LayerNorm, Linear};
 use crate::checkpoint::StateDict;
+use crate::models::nn::{attention, Embedding, LayerNorm, Linear};
 use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions};
 use crate::{Error, Result};
 
@@ -181,7 +181,7 @@ impl ClipTextModel {
             let x = layer.layer_norm2.forward(&h)?;
             let x = layer.fc1.forward(&x)?;
             let x = match self.act {
-                ClipActivation::QuickGelu => super::nn::quick_gelu(&x)?,
+                ClipActivation::QuickGelu => crate::models::nn::quick_gelu(&x)?,
                 ClipActivation::Gelu => x.f_gelu("none")?,
                 ClipActivation::GeluTanh => x.f_gelu("tanh")?,
             };

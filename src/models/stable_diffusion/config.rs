@@ -1019,3 +1019,12 @@ mod tests {
         assert!(s.schedule().is_err());
     }
 }
+
+/// Apply an activation.
+pub(crate) fn activate(x: &tch::Tensor, act: Activation) -> Result<tch::Tensor> {
+    Ok(match act {
+        Activation::Silu => x.f_silu()?,
+        Activation::Gelu => x.f_gelu("none")?,
+        Activation::Mish => x.f_mish()?,
+    })
+}

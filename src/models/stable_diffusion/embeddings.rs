@@ -4,8 +4,9 @@
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
+use super::config::activate;
 use super::config::Activation;
-use super::nn::{activate, Linear};
+use crate::models::nn::Linear;
 use crate::Result;
 
 /// diffusers' `get_timestep_embedding`, computed in f32 like the original.

@@ -41,7 +41,6 @@ mod attention;
 pub mod clip;
 pub mod config;
 pub mod embeddings;
-mod nn;
 mod resnet;
 pub mod tokenizer;
 pub mod unet;

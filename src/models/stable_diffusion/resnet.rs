@@ -4,8 +4,9 @@
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
+use super::config::activate;
 use super::config::Activation;
-use super::nn::{activate, Conv2d, GroupNorm, Linear};
+use crate::models::nn::{Conv2d, GroupNorm, Linear};
 use crate::Result;
 
 /// Settings shared by the ResNet blocks of one model.

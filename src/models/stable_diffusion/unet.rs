@@ -8,12 +8,13 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::attention::TransformerSettings;
+use super::config::activate;
 use super::config::{activation, Activation, UNetConfig};
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
-use super::nn::{activate, Conv2d, GroupNorm};
 use super::resnet::ResnetSettings;
 use super::unet_blocks::{DownBlock, MidBlockCrossAttn, UpBlock};
 use crate::checkpoint::StateDict;
+use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions, TchModule};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
@@ -188,7 +189,7 @@ impl UNet2DConditionModel {
     /// default uniform `±1/√fan_in`, norms 1 and 0): for benchmarks and memory measurements
     /// without a checkpoint.
     pub fn randomize(&mut self, seed: u64) -> Result<()> {
-        guard_panics(|| super::nn::fill_random(&self.vs, seed))
+        guard_panics(|| crate::models::nn::fill_random(&self.vs, seed))
     }
 
     /// Number of parameters.

@@ -6,11 +6,12 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use super::config::activate;
 use super::config::{activation, Activation, VaeConfig};
-use super::nn::{activate, Conv2d, GroupNorm};
 use super::resnet::ResnetSettings;
 use super::unet_blocks::{VaeBlock, VaeMidBlock};
 use crate::checkpoint::StateDict;
+use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions};
 use crate::Result;
 

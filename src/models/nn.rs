@@ -1,4 +1,5 @@
-//! Layer primitives over `VarStore` variables, with fallible forward passes.
+//! Layer primitives over `VarStore` variables, with fallible forward passes, shared by every
+//! network of the crate (DDPM UNet, Stable Diffusion, LPIPS).
 //!
 //! Each layer declares its variables under the same names as PyTorch (`weight`, `bias`), so a
 //! module path in the store is the checkpoint key without its last component. Variables are
@@ -7,7 +8,6 @@
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-use super::config::Activation;
 use crate::Result;
 
 /// `nn.Conv2d` with square kernel, stride and padding.
@@ -137,15 +137,6 @@ impl Embedding {
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         Ok(Tensor::f_embedding(&self.w, ids, -1, false, false)?)
     }
-}
-
-/// Apply an activation.
-pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
-    Ok(match act {
-        Activation::Silu => x.f_silu()?,
-        Activation::Gelu => x.f_gelu("none")?,
-        Activation::Mish => x.f_mish()?,
-    })
 }
 
 /// `x · sigmoid(1.702 x)`: CLIP's `quick_gelu`.

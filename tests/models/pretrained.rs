@@ -1,0 +1,135 @@
+//! The embedded default model learned its family: its samples are explained by the family's
+//! own generator (`Shapes::fit`), which rejects images that are not members, including the
+//! samples of the same network untrained.
+
+use boomerang::models::ddpm::DdpmUNet;
+use boomerang::models::{pretrained, Device, Kind, TchDenoiser};
+use boomerang::shapes::{FitReport, Shapes};
+use boomerang::{Boomerang, Denoiser, NoiseStreams, Sampler, Spacing, TimeSpec};
+use ndarray::{Array4, ArrayView3, Axis};
+use rand::{Rng, SeedableRng};
+
+/// Members fit to ≤ 0.14 (the fit searches a half-pixel grid); anything else is far above.
+const MEMBER_RMSE: f32 = 0.2;
+
+fn runner<D: Denoiser>(d: D) -> Boomerang<D> {
+    Boomerang::builder(d, pretrained::shapes32_schedule().unwrap())
+        .sampler(Sampler::ddpm())
+        .spacing(Spacing::Uniform(100))
+        .build()
+        .unwrap()
+}
+
+fn members(fits: &[FitReport]) -> usize {
+    fits.iter().filter(|f| f.rmse < MEMBER_RMSE).count()
+}
+
+fn rmse(a: ArrayView3<f32>, b: ArrayView3<f32>) -> f32 {
+    (&a - &b).mapv(|v| v * v).mean().unwrap().sqrt()
+}
+
+#[test]
+fn samples_from_pure_noise_are_members_of_the_family() {
+    let family = pretrained::shapes32_family();
+    let n = 8;
+    let keys: Vec<u64> = (0..n as u64).collect();
+    let start = Array4::<f32>::zeros((n, 3, 32, 32));
+    let trained = runner(pretrained::shapes32_denoiser(Device::Cpu).unwrap());
+    let out = trained
+        .run_with(
+            start.view(),
+            TimeSpec::fraction(1.0),
+            &mut NoiseStreams::keyed(1, &keys),
+            None,
+        )
+        .unwrap();
+    let fits = family.fit_batch(out.sample.view()).unwrap();
+    let errors: Vec<f32> = fits.iter().map(|f| f.rmse).collect();
+    eprintln!("trained: fit RMSE of samples from noise {errors:.3?}");
+    assert!(
+        members(&fits) >= 7,
+        "only {} of {n} samples are members: {errors:.3?}",
+        members(&fits)
+    );
+    // Every kind of shape comes out (8 draws miss one kind with probability 3·(2/3)⁸ ≈ 12%
+    // for a perfect model; these seeds are fixed).
+    let kinds: std::collections::HashSet<_> = fits.iter().map(|f| format!("{:?}", f.params.kind)).collect();
+    eprintln!("kinds: {kinds:?}");
+
+    // The same measure fails what is not a member: the untrained network's samples ...
+    let untrained = DdpmUNet::random(pretrained::shapes32_config().unwrap(), Device::Cpu, Kind::Float, 0).unwrap();
+    let out = runner(TchDenoiser::new(untrained))
+        .run_with(
+            start.view(),
+            TimeSpec::fraction(1.0),
+            &mut NoiseStreams::keyed(1, &keys),
+            None,
+        )
+        .unwrap();
+    let fits = family.fit_batch(out.sample.view()).unwrap();
+    eprintln!("untrained: {:.3?}", fits.iter().map(|f| f.rmse).collect::<Vec<_>>());
+    assert_eq!(members(&fits), 0);
+    // ... two shapes in one image, and noise.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut others = family.sample(n, &mut rng);
+    let second = family.sample(n, &mut rng);
+    for (mut a, b) in others.axis_iter_mut(Axis(0)).zip(second.axis_iter(Axis(0))) {
+        let bg = b[[0, 0, 0]];
+        a.zip_mut_with(&b.index_axis(Axis(0), 0).broadcast((3, 32, 32)).unwrap(), |x, &m| {
+            if m != bg {
+                *x = 0.9;
+            }
+        });
+    }
+    let noise = Array4::from_shape_simple_fn((n, 3, 32, 32), || rng.gen_range(-1.0f32..1.0));
+    for batch in [others, noise] {
+        let fits = family.fit_batch(batch.view()).unwrap();
+        assert_eq!(
+            members(&fits),
+            0,
+            "{:.3?}",
+            fits.iter().map(|f| f.rmse).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn boomerang_samples_are_members_that_stay_closer_at_smaller_t() {
+    let family = Shapes::new(32).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let n = 6;
+    let x0 = family.sample(n, &mut rng);
+    let keys: Vec<u64> = (0..n as u64).collect();
+    let trained = runner(pretrained::shapes32_denoiser(Device::Cpu).unwrap());
+    let mut distances = Vec::new();
+    for t in [0.2, 0.6] {
+        let out = trained
+            .run_with(
+                x0.view(),
+                TimeSpec::fraction(t),
+                &mut NoiseStreams::keyed(3, &keys),
+                None,
+            )
+            .unwrap();
+        let fits = family.fit_batch(out.sample.view()).unwrap();
+        let d: f32 = out
+            .sample
+            .axis_iter(Axis(0))
+            .zip(x0.axis_iter(Axis(0)))
+            .map(|(a, b)| rmse(a, b))
+            .sum::<f32>()
+            / n as f32;
+        eprintln!(
+            "t = {t}: fit {:.3?}, mean RMSE to the input {d:.3}",
+            fits.iter().map(|f| f.rmse).collect::<Vec<_>>()
+        );
+        assert!(members(&fits) >= n - 1, "t = {t}: {} of {n} members", members(&fits));
+        distances.push(d);
+    }
+    assert!(
+        distances[0] < 0.15,
+        "t = 0.2 should stay near the input: {}",
+        distances[0]
+    );
+    assert!(distances[1] > 1.5 * distances[0], "t sets the distance: {distances:?}");
+}
