@@ -17,7 +17,7 @@ use boomerang::enhance::{enhance, EnhanceOptions};
 use boomerang::image_io::{grid, resize, save_image, ResizeFilter};
 use boomerang::metrics::{ssim, SsimConfig};
 use boomerang::models::{pretrained, Device};
-use boomerang::shapes::FitReport;
+use boomerang::shapes::{FitReport, Shapes};
 use boomerang::{Boomerang, DataRange, NoiseStreams, Sampler, Spacing, TimeSpec};
 use ndarray::{concatenate, s, Array4, ArrayView3, Axis};
 use rand::SeedableRng;
@@ -25,9 +25,6 @@ use rand::SeedableRng;
 const SIZE: usize = 32;
 /// Samples per t.
 const K: usize = 4;
-/// A fit error below this counts as "a member of the family" (members themselves fit to
-/// ≤ 0.14: the fit searches a half-pixel grid).
-const MEMBER_RMSE: f32 = 0.2;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "out".into()));
@@ -40,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .sampler(Sampler::ddpm())
     .spacing(Spacing::Uniform(250))
+    .clip_denoised(true)
     .build()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let input = family.sample(1, &mut rng);
@@ -72,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             d[1] += ssim(y, x, &ssim_cfg)? / K as f64;
         }
         let same_kind = fits.iter().filter(|f| f.params.kind == input_fit.params.kind).count();
-        let (fit, members) = fit_summary(&fits);
+        let (fit, members) = fit_summary(&family, &fits);
         println!(
             "{t:>5.1} {:>6} {:>10.3} {:>10.3} {:>8}/{K} {fit:>10.3} {members:>7}/{K}",
             out.steps, d[0], d[1], same_kind
@@ -113,9 +111,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut NoiseStreams::keyed(7, &keys),
         None,
     )?;
-    let (fit, members) = fit_summary(&family.fit_batch(generated.sample.view())?);
+    let (fit, members) = fit_summary(&family, &family.fit_batch(generated.sample.view())?);
     let fresh = family.sample(K + 2, &mut rng);
-    let (member_fit, _) = fit_summary(&family.fit_batch(fresh.view())?);
+    let (member_fit, _) = fit_summary(&family, &family.fit_batch(fresh.view())?);
     println!(
         "\nFrom pure noise: mean fit RMSE {fit:.3}, {members}/{} members (fresh members of the family: {member_fit:.3})",
         K + 2
@@ -138,8 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Mean fit error and the number of members among `fits`.
-fn fit_summary(fits: &[FitReport]) -> (f32, usize) {
+/// Mean fit error and the number of members of the family among `fits`.
+fn fit_summary(family: &Shapes, fits: &[FitReport]) -> (f32, usize) {
     let mean = fits.iter().map(|f| f.rmse).sum::<f32>() / fits.len().max(1) as f32;
-    (mean, fits.iter().filter(|f| f.rmse < MEMBER_RMSE).count())
+    (mean, fits.iter().filter(|f| family.is_member(f)).count())
 }

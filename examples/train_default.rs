@@ -63,7 +63,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_float_dtype(DType::F16)?)))
         .collect::<boomerang::Result<_>>()?;
-    save_safetensors(&half, &weights)?;
+    let tmp = weights.with_extension("f16.tmp");
+    save_safetensors(&half, &tmp)?;
+    std::fs::rename(&tmp, &weights)?;
     println!("exported the EMA weights (f16) to {out}");
     Ok(())
 }

@@ -224,6 +224,30 @@ impl Shapes {
 }
 
 impl Shapes {
+    /// The largest fit error of a member: renderings of the family fit to ≤ 0.14 (the search
+    /// runs on a half-pixel grid, so edges can be off by a pixel); other images fit far worse
+    /// (pure noise about 0.58, two shapes in one image about 0.5).
+    pub const MEMBER_RMSE: f32 = 0.2;
+
+    /// Whether a fitted image is a member of the family: it is explained by its best
+    /// parameters ([`FitReport::rmse`] below [`MEMBER_RMSE`](Shapes::MEMBER_RMSE)) and those
+    /// parameters are ones the family draws ([`sample_params`](Shapes::sample_params): a dark
+    /// background, a colour in `[0, 1]`, a size between 1/8 and 1/4 of the side, the shape
+    /// inside the image), up to the fit's resolution (0.1 in colour, one pixel in place and
+    /// size).
+    pub fn is_member(&self, fit: &FitReport) -> bool {
+        let p = &fit.params;
+        let n = self.size as f32;
+        let (tol_c, tol_px) = (0.1, 1.0);
+        fit.rmse < Self::MEMBER_RMSE
+            && p.background.iter().all(|&b| (-1.0 - tol_c..=-0.4 + tol_c).contains(&b))
+            && p.color.iter().all(|&c| (-tol_c..=1.0 + tol_c).contains(&c))
+            && (n / 8.0 - tol_px..=n / 4.0 + tol_px).contains(&p.size)
+            && [p.cy, p.cx]
+                .iter()
+                .all(|&c| c - p.size >= -tol_px && c + p.size <= n + tol_px)
+    }
+
     /// [`fit`](Shapes::fit) every image of an `N×3×size×size` batch (in parallel).
     pub fn fit_batch(&self, images: ArrayView4<'_, f32>) -> Result<Vec<FitReport>> {
         use rayon::prelude::*;

@@ -457,6 +457,25 @@ impl Trainer {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let csv_path = dir.join("loss.csv");
+        // A run stopped between checkpoints logged steps it will now take again: keep the
+        // curve up to the checkpoint only, so every step appears once.
+        if let Ok(text) = std::fs::read_to_string(&csv_path) {
+            let kept: String = text
+                .lines()
+                .filter(|l| {
+                    l.split(',')
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_none_or(|n| n <= self.step)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if kept.len() != text.len() {
+                replace_with(&csv_path, |tmp| {
+                    std::fs::write(tmp, &kept).map_err(|e| Error::io(tmp, e))
+                })?;
+            }
+        }
         let mut csv = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -43,6 +43,7 @@ use boomerang::dataset::{
 use boomerang::enhance::{enhance_with_progress, target_size, EnhanceOptions};
 use boomerang::image_io::{grid, save_image, ResizeFilter};
 use boomerang::keys::{derive_key, hash_bytes, path_key};
+use boomerang::metrics::distances;
 use boomerang::TimeSpec;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ndarray::{ArrayView3, Axis};
@@ -508,6 +509,8 @@ fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
     let policy = if a.resize { SizePolicy::Resize } else { SizePolicy::Skip };
     let bar = progress::images_bar(inputs.len() * a.t.len() * a.samples, "sampling", quiet);
     let per_chunk = (a.model.batch_size / a.samples).max(1);
+    // Mean distance of the samples to their input, per t: (Σ RMSE, Σ SSIM, SSIM count, n).
+    let mut table = vec![(0f64, 0f64, 0usize, 0usize); a.t.len()];
     for chunk in inputs.chunks(per_chunk) {
         let loaded = chunk
             .iter()
@@ -518,7 +521,7 @@ fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
             let key = path_key(&i.rel);
             let x = stack(&[img.data.view()])?;
             let mut rows = Vec::new();
-            for &t in &a.t {
+            for (ti, &t) in a.t.iter().enumerate() {
                 let tkey = derive_key(key, &[hash_bytes(format_time(t).as_bytes())]);
                 let samples = local_samples(
                     &runner,
@@ -531,6 +534,14 @@ fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
                 )?;
                 let mut row = vec![img.data.clone()];
                 for s in samples {
+                    let d = distances(s.sample.view(), img.data.view(), model.range)?;
+                    let entry = &mut table[ti];
+                    entry.0 += d.mse.sqrt();
+                    if let Some(v) = d.ssim {
+                        entry.1 += v;
+                        entry.2 += 1;
+                    }
+                    entry.3 += 1;
                     let name = format!("{stem}_t{}_s{}.png", format_time(t), s.copy);
                     save_image(a.output.join(&name), s.sample.view(), model.range)?;
                     if a.grid {
@@ -560,6 +571,16 @@ fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
             a.t.iter().map(|&t| format_time(t)).collect::<Vec<_>>().join(", "),
             a.output.display()
         );
+        say!("distance to the input ([0, 1] scale, mean over samples):");
+        say!("{:>8} {:>8} {:>8}", "t", "RMSE", "SSIM");
+        for (&t, &(rmse, ssim, n_ssim, n)) in a.t.iter().zip(&table) {
+            let ssim = if n_ssim > 0 {
+                format!("{:.3}", ssim / n_ssim as f64)
+            } else {
+                "-".into()
+            };
+            say!("{:>8} {:>8.4} {:>8}", format_time(t), rmse / n.max(1) as f64, ssim);
+        }
     }
     Ok(())
 }

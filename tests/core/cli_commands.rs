@@ -10,7 +10,7 @@ fn help_has_examples_for_every_command() {
     let out = run_ok(&["--help"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Examples:"), "{text}");
-    for cmd in ["sample", "enhance", "anonymize", "augment", "convert", "info"] {
+    for cmd in ["sample", "enhance", "anonymize", "augment", "train", "convert", "info"] {
         let out = run_ok(&[cmd, "--help"], &[]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Example"), "{cmd} --help has no example:\n{text}");
@@ -45,6 +45,22 @@ fn sample_writes_k_samples_per_t_deterministically_and_never_overwrites() {
     assert!(files.contains_key("a/img0_grid.png"));
     // Samples differ from each other.
     assert_ne!(files["a/img0_t0.1_s0.png"], files["a/img0_t0.1_s1.png"]);
+
+    // Without -q: a table of the distance to the input against t, growing with t.
+    let loud: Vec<String> = args(&root.join("loud"), &[])
+        .into_iter()
+        .filter(|x| x != "-q")
+        .collect();
+    let text = String::from_utf8(run_ok(&loud.iter().map(|x| x.as_str()).collect::<Vec<_>>(), &[]).stdout).unwrap();
+    let rmse_at = |t: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(t))
+            .unwrap_or_else(|| panic!("{text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(text.contains("distance to the input"), "{text}");
+    assert!(rmse_at("0.1") < rmse_at("300"), "{text}");
 
     // Existing outputs are never replaced without --overwrite.
     let before = tree(&out);
@@ -406,4 +422,16 @@ fn bad_inputs_give_messages_and_nonzero_exits() {
         !out.exists() || images(&out).is_empty(),
         "a failed command wrote images"
     );
+}
+
+#[cfg(not(feature = "tch"))]
+#[test]
+fn the_builtin_default_model_needs_libtorch() {
+    let root = scratch("builtin-no-tch");
+    let input = root.join("in");
+    make_dataset(&input, &["a"], 1, 32);
+    let err = run_fails(&["sample", "--t", "0.3", "-o", s(&root.join("out")), s(&input)], &[], 2);
+    assert!(err.contains("tch") && err.contains("--model"), "{err}");
+    let err = run_fails(&["train", "--shapes", "-o", s(&root.join("m"))], &[], 2);
+    assert!(err.contains("libtorch"), "{err}");
 }

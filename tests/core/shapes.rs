@@ -17,6 +17,7 @@ fn members_are_explained_and_other_images_are_not() {
     for img in batch.axis_iter(Axis(0)) {
         let truth = fam.sample_params(&mut rng2);
         let fit = fam.fit(img).unwrap();
+        assert!(fam.is_member(&fit), "{fit:?} of {truth:?}");
         worst_member = worst_member.max(fit.rmse);
         kinds_right += (fit.params.kind == truth.kind) as usize;
     }
@@ -44,4 +45,54 @@ fn members_are_explained_and_other_images_are_not() {
     });
     assert!(fam.fit(two.view()).unwrap().rmse > 0.3);
     assert!(fam.fit(ndarray::Array3::<f32>::zeros((3, 16, 16)).view()).is_err());
+}
+
+#[test]
+fn membership_also_needs_the_family_s_parameters() {
+    let fam = Shapes::new(32).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let member = fam.sample_params(&mut rng);
+    // Well explained by a shape, but not one the family draws: a bright background, a
+    // colour out of range, a tiny or huge shape, a shape cut by the border.
+    let outsiders = [
+        boomerang::shapes::ShapeParams {
+            background: [0.2, -0.8, -0.8],
+            ..member
+        },
+        boomerang::shapes::ShapeParams {
+            color: [-0.5, 0.5, 0.5],
+            ..member
+        },
+        boomerang::shapes::ShapeParams {
+            kind: ShapeKind::Disc,
+            size: 2.5,
+            cy: 16.0,
+            cx: 16.0,
+            ..member
+        },
+        boomerang::shapes::ShapeParams {
+            kind: ShapeKind::Square,
+            size: 12.0,
+            cy: 16.0,
+            cx: 16.0,
+            ..member
+        },
+        boomerang::shapes::ShapeParams {
+            kind: ShapeKind::Square,
+            size: 6.0,
+            cy: 2.0,
+            cx: 16.0,
+            ..member
+        },
+    ];
+    assert!(fam.is_member(&fam.fit(fam.render(&member).view()).unwrap()));
+    for (i, p) in outsiders.into_iter().enumerate() {
+        let fit = fam.fit(fam.render(&p).view()).unwrap();
+        // All but the cut shape are explained as well as members are: the fit error alone
+        // would let them in.
+        if i < 4 {
+            assert!(fit.rmse < Shapes::MEMBER_RMSE, "{p:?} renders a clean shape: {fit:?}");
+        }
+        assert!(!fam.is_member(&fit), "{p:?} is not a member: {fit:?}");
+    }
 }

@@ -69,6 +69,21 @@ fn loss_falls_resume_is_exact_and_export_loads() {
     }
     let csv = std::fs::read_to_string(b.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 7, "{csv}");
+    // The losses are the straight run's, step for step.
+    assert_eq!(csv, std::fs::read_to_string(a.join("loss.csv")).unwrap());
+
+    // A run killed between checkpoints logged steps past its checkpoint; resuming takes
+    // them again and logs each step once.
+    let mut from_checkpoint = Trainer::resume(&b, Device::Cpu, Some(8)).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.join("loss.csv"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, b"7,0.5\n").unwrap();
+    from_checkpoint.train(&data, &b, |_, _| {}).unwrap();
+    let csv = std::fs::read_to_string(b.join("loss.csv")).unwrap();
+    let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["1", "2", "3", "4", "5", "6", "7", "8"], "{csv}");
 
     // 3. The export is a model folder the ordinary loader reads, with the EMA weights.
     let out = tmp("export");

@@ -57,9 +57,11 @@ pub struct ModelArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
 
-    /// Clip the predicted x0 to the data range at every step (pixel-space models).
-    #[arg(long)]
-    pub clip_denoised: bool,
+    /// Clip the predicted x0 to the data range at every step (pixel-space models)
+    /// [default: the model's own setting: on for DDPM models, as in Ho et al.'s sampler and
+    /// diffusers' `clip_sample`; off for the analytic ones].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub clip_denoised: Option<bool>,
 
     /// Text prompt, one for all images (text-conditioned models: Stable Diffusion)
     /// [default: the empty prompt].
@@ -319,18 +321,24 @@ fn pixel_runner(
     schedule: NoiseSchedule,
     name: String,
     args: &ModelArgs,
+    clip_by_default: bool,
 ) -> Result<Loaded, CliError> {
     let (which, sampler) = args.sampler_for(SamplerArg::Ddpm)?;
     let spacing = args.spacing_for(Spacing::Full)?;
     let runner = Boomerang::builder(denoiser, schedule)
         .sampler(sampler)
         .spacing(spacing)
-        .clip_denoised(args.clip_denoised)
+        .clip_denoised(args.clip_denoised.unwrap_or(clip_by_default))
         .build()?;
+    let mut settings = settings(which, args, spacing);
+    settings.push((
+        "clip_denoised",
+        serde_json::json!(args.clip_denoised.unwrap_or(clip_by_default)),
+    ));
     Ok(Loaded {
         runner: Runner::Pixel(runner),
         name,
-        settings: settings(which, args, spacing),
+        settings,
     })
 }
 
@@ -374,6 +382,7 @@ pub fn load_runner(args: &ModelArgs) -> Result<Loaded, CliError> {
                 ddpm_schedule()?.into(),
                 format!("gaussian:{mean},{std}"),
                 args,
+                false,
             )
         }
         ModelSpec::Empirical(dir) => {
@@ -394,6 +403,7 @@ pub fn load_runner(args: &ModelArgs) -> Result<Loaded, CliError> {
                 ddpm_schedule()?.into(),
                 format!("empirical:{}", dir.display()),
                 args,
+                false,
             )
         }
         ModelSpec::Path(path) => load_checkpoint_model(&path, args),
@@ -467,9 +477,16 @@ fn load_ddpm(path: &Path, args: &ModelArgs) -> Result<Loaded, CliError> {
     let kind = parse_kind(&args.dtype)?;
     let unet = DdpmUNet::load(path, device, kind)?;
     let mut schedule = None;
+    // Ho et al.'s sampler clips x̂0, and so does diffusers' DDPMScheduler unless its config
+    // says `"clip_sample": false`.
+    let mut clip = true;
     for dir in schedule_dirs(path) {
-        if dir.join("scheduler_config.json").is_file() {
+        let file = dir.join("scheduler_config.json");
+        if file.is_file() {
             schedule = Some(boomerang::schedule::BetaSchedule::read(&dir)?.build()?);
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let config: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            clip = config.get("clip_sample").and_then(|v| v.as_bool()).unwrap_or(true);
             break;
         }
     }
@@ -483,6 +500,7 @@ fn load_ddpm(path: &Path, args: &ModelArgs) -> Result<Loaded, CliError> {
         schedule.into(),
         format!("ddpm:{}", path.display()),
         args,
+        clip,
     )
 }
 
@@ -493,7 +511,7 @@ fn load_ddpm(path: &Path, args: &ModelArgs) -> Result<Loaded, CliError> {
 fn load_sd(path: &Path, args: &ModelArgs) -> Result<Loaded, CliError> {
     use boomerang::models::stable_diffusion::{LatentMode, SdBoomerangParams, SdOptions, StableDiffusion};
     use boomerang::models::{parse_device, parse_kind};
-    if args.clip_denoised {
+    if args.clip_denoised.is_some() {
         return Err(CliError::usage(
             "--clip-denoised applies to pixel-space models, not to Stable Diffusion",
         ));
@@ -555,6 +573,7 @@ fn load_builtin(args: &ModelArgs) -> Result<Loaded, CliError> {
         pretrained::shapes32_schedule()?.into(),
         format!("builtin:{}", pretrained::SHAPES32),
         args,
+        true,
     )
 }
 
