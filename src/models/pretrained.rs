@@ -2,16 +2,16 @@
 //! procedural [`Shapes`] family at 32×32, so that Boomerang runs offline with a real network
 //! and no download.
 //!
-//! The weights (f16, about 1.5 MB) are compiled into the crate from `assets/shapes32/`,
+//! The weights (f16, 2.2 MB) are compiled into the crate from `assets/shapes32/`,
 //! which holds a model folder like any other (`config.json`, `scheduler_config.json`,
 //! `diffusion_pytorch_model.safetensors`). They were made by the crate's own
 //! [`train`](crate::train) module with
 //!
 //! ```text
-//! cargo run --release --example train_default -- assets/shapes32 4000
+//! cargo run --release --example train_default -- assets/shapes32 8000
 //! ```
 //!
-//! (seed 0: 4000 Adam steps of 32 fresh members, lr 1e-3 with 200 warm-up steps, EMA
+//! (seed 0: 8000 Adam steps of 32 fresh members, lr 1e-3 with 200 warm-up steps, EMA
 //! 0.995, DDPM's linear schedule over 1000 steps; the EMA weights, stored in f16).
 //!
 //! ```no_run
