@@ -2,7 +2,8 @@
 //!
 //! Ho et al.'s recipe: `t ~ U{0..T−1}`, `ε ~ N(0, I)`, loss `‖ε − ε̂(√ᾱ_t·x0 + √(1−ᾱ_t)·ε, t)‖²`,
 //! Adam with linear warm-up, gradient clipping at global norm 1, EMA of the weights for
-//! sampling, random horizontal flips. Everything random is drawn on the host from
+//! sampling, random horizontal flips (no dropout: a configuration asking for it is refused),
+//! any beta schedule, f32 or mixed precision on CUDA. Everything random is drawn on the host from
 //! `(seed, step)`, and Adam's moments are the crate's own tensors, so a run resumed from a
 //! checkpoint continues bit for bit as if it had never stopped (on the same device).
 //!
@@ -233,6 +234,15 @@ impl Trainer {
                 "precision",
                 format!(
                     "mixed precision (f16 autocast) needs a CUDA device, got {device:?}; train in f32 on this device"
+                ),
+            ));
+        }
+        if model_config.dropout != 0.0 {
+            return Err(Error::param(
+                "dropout",
+                format!(
+                    "the trainer has no dropout; got {} (the released DDPM configurations use 0.1): set it to 0",
+                    model_config.dropout
                 ),
             ));
         }
@@ -658,6 +668,14 @@ mod tests {
             s.update(true);
         }
         assert_eq!(s.scale, 1.0, "the scale never drops below 1");
+    }
+
+    #[test]
+    fn dropout_is_refused_not_ignored() {
+        let e = Trainer::new(DdpmConfig::cifar10(), TrainConfig::default(), Device::Cpu)
+            .err()
+            .expect("dropout 0.1 must be refused");
+        assert!(e.to_string().contains("dropout"), "{e}");
     }
 
     #[test]
