@@ -2,7 +2,7 @@
 //! `shapes::Shapes` family at 32×32.
 //!
 //! The default model (`boomerang::models::pretrained`) was made with exactly this program:
-//! `cargo run --release --example train_default -- assets/shapes32 8000` (seed 0); it
+//! `cargo run --release --example train_default -- assets/shapes32 12000` (seed 0); it
 //! resumes from `target/train_default/` if a run was interrupted.
 
 use boomerang::checkpoint::{load_state_dict, save_safetensors, DType, StateDict};
@@ -28,7 +28,7 @@ pub fn default_config() -> DdpmConfig {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let out = args.get(1).cloned().unwrap_or_else(|| "assets/shapes32".into());
-    let steps: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8000);
+    let steps: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(12000);
     let work = std::path::Path::new("target/train_default");
     let settings = TrainConfig {
         steps,

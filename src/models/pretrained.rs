@@ -8,10 +8,10 @@
 //! [`train`](crate::train) module with
 //!
 //! ```text
-//! cargo run --release --example train_default -- assets/shapes32 8000
+//! cargo run --release --example train_default -- assets/shapes32 12000
 //! ```
 //!
-//! (seed 0: 8000 Adam steps of 32 fresh members, lr 1e-3 with 200 warm-up steps, EMA
+//! (seed 0: 12000 Adam steps of 32 fresh members, lr 1e-3 with 200 warm-up steps, EMA
 //! 0.995, DDPM's linear schedule over 1000 steps; the EMA weights, stored in f16).
 //!
 //! ```no_run

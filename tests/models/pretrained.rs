@@ -10,7 +10,7 @@ use ndarray::{Array4, ArrayView3, Axis};
 use rand::{Rng, SeedableRng};
 
 /// Samples from pure noise (of 8) whose fitted parameters are the family's.
-const STRICT_MEMBERS: usize = 3;
+const STRICT_MEMBERS: usize = 6;
 
 fn runner<D: Denoiser>(d: D) -> Boomerang<D> {
     Boomerang::builder(d, pretrained::shapes32_schedule().unwrap())
