@@ -105,6 +105,19 @@ impl TrainConfig {
         self.schedule.build()?;
         Ok(())
     }
+
+    /// Mixed precision runs on CUDA only (`tch::autocast` is a no-op elsewhere).
+    fn check_device(&self, device: Device) -> Result<()> {
+        if self.precision == Precision::Mixed && !device.is_cuda() {
+            return Err(Error::param(
+                "precision",
+                format!(
+                    "mixed precision (f16 autocast) needs a CUDA device, got {device:?}; train in f32 on this device"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where training images come from.
@@ -229,14 +242,7 @@ impl Trainer {
     /// A fresh run from a random initialisation drawn from `config.seed`.
     pub fn new(model_config: DdpmConfig, config: TrainConfig, device: Device) -> Result<Self> {
         config.validate()?;
-        if config.precision == Precision::Mixed && !device.is_cuda() {
-            return Err(Error::param(
-                "precision",
-                format!(
-                    "mixed precision (f16 autocast) needs a CUDA device, got {device:?}; train in f32 on this device"
-                ),
-            ));
-        }
+        config.check_device(device)?;
         if model_config.dropout != 0.0 {
             return Err(Error::param(
                 "dropout",
@@ -546,6 +552,7 @@ impl Trainer {
         if let Some(s) = steps {
             meta.train.steps = s;
         }
+        meta.train.check_device(device)?;
         let sd = load_state_dict(dir.join("checkpoint.safetensors"))?;
         let part = |prefix: &str| -> StateDict {
             let mut out = StateDict::new();
@@ -559,15 +566,6 @@ impl Trainer {
         let src = dir.join("checkpoint.safetensors");
         let net = DdpmUNet::from_state_dict(meta.model.clone(), part("model."), device, Kind::Float, &src)?;
         let ema = DdpmUNet::from_state_dict(meta.model.clone(), part("ema."), device, Kind::Float, &src)?;
-        if meta.train.precision == Precision::Mixed && !device.is_cuda() {
-            return Err(Error::param(
-                "device",
-                format!(
-                    "{} is a mixed-precision run, which needs a CUDA device, got {device:?}",
-                    dir.display()
-                ),
-            ));
-        }
         let scaler = match meta.train.precision {
             Precision::Mixed => Some(meta.loss_scale.unwrap_or_else(LossScale::new)),
             Precision::F32 => None,

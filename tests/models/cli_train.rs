@@ -116,10 +116,10 @@ fn sample_without_a_model_uses_the_builtin_one() {
     let x = family.sample(1, &mut rng);
     let input = root.join("shape.png");
     save_image(&input, x.index_axis(ndarray::Axis(0), 0), DataRange::MinusOneToOne).unwrap();
-    let out = root.join("out");
-    run_ok(
-        &[
-            "sample",
+    let sample = |model: &[&str], out: &std::path::Path| {
+        let mut args = vec!["sample"];
+        args.extend_from_slice(model);
+        args.extend([
             "--t",
             "0.2",
             "-k",
@@ -129,33 +129,16 @@ fn sample_without_a_model_uses_the_builtin_one() {
             "-q",
             "--grid",
             "-o",
-            s(&out),
+            s(out),
             s(&input),
-        ],
-        &[],
-    );
+        ]);
+        run_ok(&args, &[]);
+    };
+    let (out, named) = (root.join("out"), root.join("named"));
+    sample(&[], &out);
     assert_eq!(images(&out).len(), 3, "two samples and the grid");
     // The same through the explicit name gives the same files.
-    let named = root.join("named");
-    run_ok(
-        &[
-            "sample",
-            "--model",
-            "builtin:shapes32",
-            "--t",
-            "0.2",
-            "-k",
-            "2",
-            "--steps",
-            "25",
-            "-q",
-            "--grid",
-            "-o",
-            s(&named),
-            s(&input),
-        ],
-        &[],
-    );
+    sample(&["--model", "builtin:shapes32"], &named);
     assert_eq!(images(&out), images(&named));
     let e = run_fails(
         &[
