@@ -14,7 +14,7 @@
 //! Run: `cargo run --release --no-default-features --example anonymize [-- OUT_DIR]`
 
 use boomerang::analytic::EmpiricalDenoiser;
-use boomerang::anonymize::{read_manifest, AnonymizeJob, EntryStatus, Shard};
+use boomerang::apps::anonymize::{read_manifest, AnonymizeJob, EntryStatus, Shard};
 use boomerang::image_io::{grid, load_image, resize, save_image, ColorMode, ResizeFilter};
 use boomerang::schedule::DiscreteSchedule;
 use boomerang::shapes::{ShapeParams, Shapes};

@@ -16,7 +16,7 @@
 //! Run: `cargo run --release --no-default-features --example augment [-- OUT_DIR]`
 
 use boomerang::analytic::EmpiricalDenoiser;
-use boomerang::augment::{augmented_name, AugmentJob, EpochAugmenter, Existing, TimeChoice};
+use boomerang::apps::augment::{augmented_name, AugmentJob, EpochAugmenter, Existing, TimeChoice};
 use boomerang::image_io::{grid, load_image, resize, save_image, ColorMode, ResizeFilter};
 use boomerang::schedule::DiscreteSchedule;
 use boomerang::shapes::{ShapeKind, ShapeParams, Shapes};

@@ -13,9 +13,9 @@
 //!
 //! Run: `cargo run --release --example demo [-- OUT_DIR]`
 
-use boomerang::enhance::{enhance, EnhanceOptions};
+use boomerang::apps::enhance::{enhance, EnhanceOptions};
+use boomerang::apps::metrics::{ssim, SsimConfig};
 use boomerang::image_io::{grid, resize, save_image, ResizeFilter};
-use boomerang::metrics::{ssim, SsimConfig};
 use boomerang::models::{pretrained, Device};
 use boomerang::shapes::{FitReport, Shapes};
 use boomerang::{Boomerang, DataRange, NoiseStreams, Sampler, Spacing, TimeSpec};

@@ -18,9 +18,9 @@
 //! Run: `cargo run --release --no-default-features --example enhance [-- OUT_DIR]`
 
 use boomerang::analytic::EmpiricalDenoiser;
-use boomerang::enhance::{enhance, EnhanceOptions};
+use boomerang::apps::enhance::{enhance, EnhanceOptions};
+use boomerang::apps::metrics::distances;
 use boomerang::image_io::{grid, resize, save_image, ResizeFilter};
-use boomerang::metrics::distances;
 use boomerang::schedule::DiscreteSchedule;
 use boomerang::shapes::{ShapeParams, Shapes};
 use boomerang::{Boomerang, DataRange, Spacing, TimeSpec};

@@ -7,7 +7,7 @@
 
 use ndarray::{Array4, ArrayView4, Axis, Zip};
 
-use crate::denoiser::{Condition, DataRange, Denoiser, DenoiserSpec, Parameterization, TimeInput};
+use crate::core::denoiser::{Condition, DataRange, Denoiser, DenoiserSpec, Parameterization, TimeInput};
 use crate::{Error, Result};
 
 /// The exact denoiser of i.i.d. Gaussian pixels `x0 ~ N(μ, s²)`:

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 
-use crate::denoiser::DataRange;
+use crate::core::denoiser::DataRange;
 use crate::{Error, Result};
 
 /// How many channels to decode to.

@@ -37,8 +37,8 @@
 //! - [`shapes`]: a procedural image family (the default model's data) with a membership test;
 //! - [`checkpoint`]: safetensors and PyTorch checkpoints read in pure Rust, never executing
 //!   pickled code;
-//! - applications on one [`local::LocalSampler`] trait: [`enhance`], [`augment`],
-//!   [`anonymize`], with [`metrics`];
+//! - applications on one [`core::local::LocalSampler`] trait: [`apps::enhance`], [`apps::augment`],
+//!   [`apps::anonymize`], with [`apps::metrics`];
 //! - with `tch`: `models` (the DDPM UNet, Stable Diffusion, and `models::pretrained`, a
 //!   small model of the [`shapes`] family embedded in the crate, so everything runs offline)
 //!   and `train` (train a DDPM UNet on your own images).
@@ -56,34 +56,25 @@
 #![warn(missing_docs)]
 
 pub mod analytic;
-pub mod anonymize;
-pub mod augment;
-mod boomerang;
+pub mod apps;
 pub mod checkpoint;
-pub mod dataset;
-mod denoiser;
-pub mod enhance;
+pub mod core;
 mod error;
 pub mod image_io;
-pub mod keys;
-pub mod local;
-pub mod metrics;
 #[cfg(feature = "tch")]
 pub mod models;
-mod noise;
-mod prediction;
 pub mod sampler;
 pub mod schedule;
 pub mod shapes;
 #[cfg(feature = "tch")]
 pub mod train;
 
-pub use crate::boomerang::{boomerang, Boomerang, BoomerangBuilder, BoomerangOutput};
-pub use denoiser::{
+pub use crate::core::boomerang::{boomerang, Boomerang, BoomerangBuilder, BoomerangOutput};
+pub use crate::core::denoiser::{
     Condition, DataRange, Denoiser, DenoiserSpec, FnDenoiser, Guidance, Parameterization, RawPrediction, TimeInput,
 };
+pub use crate::core::noise::NoiseStreams;
+pub use crate::core::prediction::Prediction;
 pub use error::{Error, Result};
-pub use noise::NoiseStreams;
-pub use prediction::Prediction;
 pub use sampler::{Sampler, SamplerState, Spacing, StepInfo, StepOutput, Variance};
 pub use schedule::{GridPoint, NoiseSchedule, TimeSpec};

@@ -3,8 +3,8 @@
 use ndarray::{ArrayView4, Zip};
 
 use super::{draw, StepOutput, Variance};
-use crate::noise::NoiseStreams;
-use crate::prediction::Prediction;
+use crate::core::noise::NoiseStreams;
+use crate::core::prediction::Prediction;
 use crate::schedule::{posterior_mean_coefs, GridPoint};
 use crate::Result;
 

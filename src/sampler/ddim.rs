@@ -3,8 +3,8 @@
 use ndarray::Zip;
 
 use super::{draw, StepOutput};
-use crate::noise::NoiseStreams;
-use crate::prediction::Prediction;
+use crate::core::noise::NoiseStreams;
+use crate::core::prediction::Prediction;
 use crate::schedule::GridPoint;
 use crate::Result;
 

@@ -3,7 +3,7 @@
 use ndarray::{ArrayView4, Axis, Zip};
 
 use super::{draw, Model, StepOutput};
-use crate::noise::NoiseStreams;
+use crate::core::noise::NoiseStreams;
 use crate::schedule::GridPoint;
 use crate::Result;
 

@@ -25,8 +25,8 @@ pub use spacing::{fastdpm_step_taus, fastdpm_var_betas, fastdpm_var_times, FastD
 
 use ndarray::{Array4, ArrayView4};
 
-use crate::noise::NoiseStreams;
-use crate::prediction::Prediction;
+use crate::core::noise::NoiseStreams;
+use crate::core::prediction::Prediction;
 use crate::schedule::{GridPoint, NoiseSchedule, ProcessKind};
 use crate::{Error, Result};
 

@@ -3,7 +3,7 @@
 use ndarray::{Array4, ArrayView4, Zip};
 
 use super::{Model, SamplerState, StepOutput};
-use crate::prediction::Prediction;
+use crate::core::prediction::Prediction;
 use crate::schedule::GridPoint;
 use crate::Result;
 

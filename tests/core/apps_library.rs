@@ -2,11 +2,11 @@
 //! scheme, shards, and the statistics of Boomerang distances on the Gaussian model.
 
 use boomerang::analytic::GaussianDenoiser;
-use boomerang::anonymize::{anonymize_batch, AnonymizeJob, Shard};
-use boomerang::augment::{local_samples, EpochAugmenter, Pick, TimeChoice};
-use boomerang::enhance::{enhance, target_size, EnhanceOptions};
+use boomerang::apps::anonymize::{anonymize_batch, AnonymizeJob, Shard};
+use boomerang::apps::augment::{local_samples, EpochAugmenter, Pick, TimeChoice};
+use boomerang::apps::enhance::{enhance, target_size, EnhanceOptions};
+use boomerang::apps::keys::{derive_key, hash_bytes, path_key, unit_f64};
 use boomerang::image_io::{save_image, ResizeFilter};
-use boomerang::keys::{derive_key, hash_bytes, path_key, unit_f64};
 use boomerang::schedule::DiscreteSchedule;
 use boomerang::{Boomerang, DataRange, Spacing, TimeSpec};
 use ndarray::{s, Array4, Axis};
@@ -71,7 +71,7 @@ fn enhance_is_per_item_and_batch_independent() {
         assert_eq!(a, b);
     }
     // Through a trait object, as the command line tool drives it: the same.
-    let dynamic: &dyn boomerang::local::LocalSampler = &r;
+    let dynamic: &dyn boomerang::core::local::LocalSampler = &r;
     let via_dyn = enhance(dynamic, low.view(), &keys, (16, 20), &opts).unwrap();
     assert_eq!(via_dyn.passes, one.passes);
     // Input 1 alone (key 22) gives what it gave in the batch.
@@ -106,7 +106,7 @@ fn enhance_sizes_and_filters() {
     assert!(target_size(None, (12, 10), Some(-1.0)).is_err());
     // Nearest upsampling by 3 replicates pixels exactly.
     let low = images(1, 4, 4);
-    let up = boomerang::enhance::upsample(low.view(), (12, 12), ResizeFilter::Nearest).unwrap();
+    let up = boomerang::apps::enhance::upsample(low.view(), (12, 12), ResizeFilter::Nearest).unwrap();
     for y in 0..12 {
         for x in 0..12 {
             assert_eq!(up[[0, 1, y, x]], low[[0, 1, y / 3, x / 3]]);

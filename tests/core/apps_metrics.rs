@@ -1,7 +1,7 @@
 //! MSE, PSNR and SSIM against scikit-image (tools/make_lpips_fixtures.py) and hand-derived
 //! values.
 
-use boomerang::metrics::{batch_distances, distances, mse, psnr, psnr_from_mse, ssim, SsimConfig};
+use boomerang::apps::metrics::{batch_distances, distances, mse, psnr, psnr_from_mse, ssim, SsimConfig};
 use boomerang::DataRange;
 use ndarray::{Array3, Array4};
 
@@ -120,6 +120,6 @@ fn manifest_serialisation_writes_null_for_infinite_psnr() {
     let d = distances(a.view(), a.view(), DataRange::ZeroToOne).unwrap();
     let text = serde_json::to_string(&d).unwrap();
     assert_eq!(text, r#"{"mse":0.0,"psnr":null,"ssim":1.0}"#);
-    let back: boomerang::metrics::Distances = serde_json::from_str(&text).unwrap();
+    let back: boomerang::apps::metrics::Distances = serde_json::from_str(&text).unwrap();
     assert!(back.psnr.is_infinite());
 }

@@ -1,8 +1,8 @@
 //! LPIPS (AlexNet, v0.1) against the `lpips` PyPI package on random weights
 //! (tools/make_lpips_fixtures.py): same distances, per layer and per item, in a batch or not.
 
+use boomerang::apps::metrics::Lpips;
 use boomerang::checkpoint::{load_state_dict, StateDict};
-use boomerang::metrics::Lpips;
 use boomerang::DataRange;
 use ndarray::{stack, Array3, Axis};
 

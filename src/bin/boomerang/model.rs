@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use boomerang::analytic::{EmpiricalDenoiser, GaussianDenoiser};
-use boomerang::dataset::{list_images, ModelInput};
+use boomerang::apps::dataset::{list_images, ModelInput};
+use boomerang::core::local::LocalSampler;
 use boomerang::image_io::{load_images, ColorMode};
-use boomerang::local::LocalSampler;
 use boomerang::schedule::DiscreteSchedule;
 use boomerang::{Boomerang, DataRange, Denoiser, NoiseSchedule, NoiseStreams, Sampler, Spacing, TimeSpec};
 use clap::{Args, ValueEnum};
@@ -246,8 +246,8 @@ impl LocalSampler for Runner {
 fn sd_sampler<'a>(
     sd: &'a boomerang::models::stable_diffusion::StableDiffusion,
     params: &boomerang::models::stable_diffusion::SdBoomerangParams,
-) -> boomerang::Result<boomerang::local::StableDiffusionSampler<'a>> {
-    boomerang::local::StableDiffusionSampler::new(sd, params.clone())
+) -> boomerang::Result<boomerang::core::local::StableDiffusionSampler<'a>> {
+    boomerang::core::local::StableDiffusionSampler::new(sd, params.clone())
 }
 
 /// A loaded runner, its name for manifests and logs, and the settings worth recording.

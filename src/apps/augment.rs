@@ -13,7 +13,7 @@
 //! from `derive_key(key, [k, seed, 1])`: results never depend on batching or order.
 //!
 //! ```
-//! use boomerang::augment::{local_samples, TimeChoice, EpochAugmenter, Pick};
+//! use boomerang::apps::augment::{local_samples, TimeChoice, EpochAugmenter, Pick};
 //! use boomerang::analytic::GaussianDenoiser;
 //! use boomerang::schedule::DiscreteSchedule;
 //! use boomerang::{Boomerang, Spacing};
@@ -38,11 +38,11 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
 
-use crate::dataset::{check_separate, format_time, list_images, load_for_model, stack, LoadedImage, SizePolicy};
+use crate::apps::dataset::{check_separate, format_time, list_images, load_for_model, stack, LoadedImage, SizePolicy};
+use crate::apps::keys::{canonical_relative, derive_key, path_key, unit_f64};
+use crate::core::local::LocalSampler;
+use crate::core::noise::NoiseStreams;
 use crate::image_io::save_image;
-use crate::keys::{canonical_relative, derive_key, path_key, unit_f64};
-use crate::local::LocalSampler;
-use crate::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -441,7 +441,7 @@ pub enum Pick {
 /// worker and after a restart.
 ///
 /// ```
-/// use boomerang::augment::{EpochAugmenter, Pick};
+/// use boomerang::apps::augment::{EpochAugmenter, Pick};
 /// let aug = EpochAugmenter::new(1, 0.3)?;
 /// let copies = (0..10_000u64).filter(|&i| aug.pick(5, i, 4) != Pick::Original).count();
 /// assert!((copies as f64 / 10_000.0 - 0.3).abs() < 0.02);

@@ -16,9 +16,9 @@ use std::path::{Component, Path, PathBuf};
 use image::ColorType;
 use ndarray::{Array3, Array4, ArrayView3, Axis};
 
-use crate::denoiser::{DataRange, DenoiserSpec};
+use crate::apps::keys::canonical_relative;
+use crate::core::denoiser::{DataRange, DenoiserSpec};
 use crate::image_io::{image_to_array, resize, ColorMode, ResizeFilter};
-use crate::keys::canonical_relative;
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 

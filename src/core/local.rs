@@ -6,13 +6,13 @@
 //! - with the `tch` feature, `StableDiffusionSampler` is one too (Boomerang in Stable
 //!   Diffusion's latent space: VAE encode, noise at `t`, guided reverse process, decode).
 //!
-//! [`crate::enhance`], [`crate::augment`] and [`crate::anonymize`] take any `LocalSampler`
+//! [`crate::apps::enhance`], [`crate::apps::augment`] and [`crate::apps::anonymize`] take any `LocalSampler`
 //! (also as `&dyn LocalSampler`), so a new model family plugs into all of them at once.
 
 use ndarray::{Array4, ArrayView4};
 
-use crate::dataset::ModelInput;
-use crate::noise::NoiseStreams;
+use crate::apps::dataset::ModelInput;
+use crate::core::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Boomerang, Denoiser, Result};
 
@@ -77,9 +77,9 @@ mod sd {
     use ndarray::{Array4, ArrayView4};
 
     use super::LocalSampler;
-    use crate::dataset::ModelInput;
+    use crate::apps::dataset::ModelInput;
+    use crate::core::noise::NoiseStreams;
     use crate::models::stable_diffusion::{SdBoomerangParams, StableDiffusion};
-    use crate::noise::NoiseStreams;
     use crate::schedule::{NoiseSchedule, TimeSpec};
     use crate::{DataRange, Result};
 

@@ -3,7 +3,7 @@
 
 use ndarray::{Array4, ArrayView4, Zip};
 
-use crate::denoiser::{Condition, Denoiser, Guidance, Parameterization, TimeInput};
+use crate::core::denoiser::{Condition, Denoiser, Guidance, Parameterization, TimeInput};
 use crate::schedule::{GridPoint, NoiseLevel, NoiseSchedule};
 use crate::{Error, Result};
 

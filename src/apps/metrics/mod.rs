@@ -16,7 +16,7 @@
 //!   `None` in [`Distances`]).
 //!
 //! ```
-//! use boomerang::metrics::{psnr, ssim, SsimConfig};
+//! use boomerang::apps::metrics::{psnr, ssim, SsimConfig};
 //! use ndarray::Array3;
 //! let a = Array3::<f32>::from_shape_fn((3, 16, 16), |(c, y, x)| ((c + y * x) % 7) as f32 / 7.0);
 //! let b = a.mapv(|v| v + 0.1);
@@ -34,7 +34,7 @@ pub use lpips::Lpips;
 use ndarray::{Array2, ArrayView, ArrayView2, ArrayView3, ArrayView4, Axis, Dimension, Zip};
 use serde::{Deserialize, Serialize};
 
-use crate::denoiser::DataRange;
+use crate::core::denoiser::DataRange;
 use crate::{Error, Result};
 
 fn check_pair<D: Dimension>(a: &ArrayView<'_, f32, D>, b: &ArrayView<'_, f32, D>, what: &str) -> Result<()> {

@@ -4,9 +4,9 @@
 use ndarray::{Array4, ArrayView4, Zip};
 use rand::Rng;
 
-use crate::denoiser::{Condition, Denoiser, Guidance, TimeInput};
-use crate::noise::NoiseStreams;
-use crate::prediction::{model_time, Evaluator};
+use crate::core::denoiser::{Condition, Denoiser, Guidance, TimeInput};
+use crate::core::noise::NoiseStreams;
+use crate::core::prediction::{model_time, Evaluator};
 use crate::sampler::{Sampler, Spacing, StepCallback};
 use crate::schedule::{GridPoint, NoiseSchedule, TimeSpec};
 use crate::{Error, Result};

@@ -6,7 +6,7 @@ use ndarray::{ArrayView4, Zip};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{load_state_dict, StateDict, TensorData};
-use crate::denoiser::DataRange;
+use crate::core::denoiser::DataRange;
 use crate::{Error, Result};
 
 /// AlexNet's feature convolutions: (torchvision index, out, in, kernel, stride, padding).

@@ -2,7 +2,7 @@
 //! written to a second tree with the same layout. Built to be left running for days:
 //!
 //! - **Inputs are never modified**; an output folder inside the input (or containing it) is
-//!   refused ([`crate::dataset::check_separate`]).
+//!   refused ([`crate::apps::dataset::check_separate`]).
 //! - **Deterministic per file**: image `rel` uses noise stream
 //!   [`path_key`]`(rel)` of the global seed, so its result is the same whatever the batch
 //!   size, order, thread count or sharding.
@@ -18,12 +18,12 @@
 //!   `manifest.jsonl` in the output folder, shard `i/n` writes
 //!   `manifest.shard-<i>-of-<n>.jsonl`, so concurrent shards never share a file.
 //! - **Odd inputs never stop the run**: grayscale, alpha and 16-bit images are converted
-//!   (see [`crate::dataset`]); undecodable files, and wrong sizes under
+//!   (see [`crate::apps::dataset`]); undecodable files, and wrong sizes under
 //!   [`SizePolicy::Skip`], are recorded as `"status": "skipped"` with the reason.
 //!
 //! ```no_run
 //! use boomerang::analytic::GaussianDenoiser;
-//! use boomerang::anonymize::AnonymizeJob;
+//! use boomerang::apps::anonymize::AnonymizeJob;
 //! use boomerang::schedule::DiscreteSchedule;
 //! use boomerang::{Boomerang, TimeSpec};
 //!
@@ -44,15 +44,15 @@ use ndarray::{ArrayView3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{
+use crate::apps::dataset::{
     check_separate, format_time, list_images, load_for_model, quantize, stack, temp_target, LoadedImage, ModelInput,
     SizePolicy,
 };
+use crate::apps::keys::path_key;
+use crate::apps::metrics::{distances, Distances};
+use crate::core::local::LocalSampler;
+use crate::core::noise::NoiseStreams;
 use crate::image_io::save_image;
-use crate::keys::path_key;
-use crate::local::LocalSampler;
-use crate::metrics::{distances, Distances};
-use crate::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -249,7 +249,7 @@ pub struct ManifestEntry {
     /// Distances of the output to the (converted) input.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub distances: Option<Distances>,
-    /// Conversions made to the input (see [`crate::dataset`]).
+    /// Conversions made to the input (see [`crate::apps::dataset`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub converted: Vec<String>,
     /// Whatever else the caller records (sampler, steps, ...).
@@ -372,7 +372,7 @@ impl AnonymizeJob {
             OutputFormat::Same => input.to_string(),
             OutputFormat::Png => {
                 let p = Path::new(input).with_extension("png");
-                crate::keys::canonical_relative(p)
+                crate::apps::keys::canonical_relative(p)
             }
         }
     }
@@ -595,7 +595,7 @@ impl AnonymizeJob {
                 if ft.is_dir() {
                     stack.push(rel_dir.join(&name));
                 } else if let Some(target) = temp_target(&name) {
-                    let target_rel = crate::keys::canonical_relative(rel_dir.join(&target));
+                    let target_rel = crate::apps::keys::canonical_relative(rel_dir.join(&target));
                     if mine.contains(target_rel.as_str()) && std::fs::remove_file(entry.path()).is_ok() {
                         removed += 1;
                     }

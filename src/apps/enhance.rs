@@ -8,12 +8,12 @@
 //! - `k` **candidates** per input: independent chains, for choosing among.
 //!
 //! The noise of candidate `j` of input `i` at pass `p` comes from its own stream
-//! `derive_key(keys[i], [j, p])` (see [`crate::keys`]) of `seed`, so every result depends only
+//! `derive_key(keys[i], [j, p])` (see [`crate::apps::keys`]) of `seed`, so every result depends only
 //! on `(seed, key, j, p)`, never on batch size, order or the other inputs.
 //!
 //! ```
 //! use boomerang::analytic::GaussianDenoiser;
-//! use boomerang::enhance::{enhance, EnhanceOptions};
+//! use boomerang::apps::enhance::{enhance, EnhanceOptions};
 //! use boomerang::image_io::ResizeFilter;
 //! use boomerang::schedule::DiscreteSchedule;
 //! use boomerang::{Boomerang, Spacing, TimeSpec};
@@ -33,10 +33,10 @@
 
 use ndarray::{s, Array4, ArrayView3, ArrayView4, Axis};
 
+use crate::apps::keys::derive_key;
+use crate::core::local::LocalSampler;
+use crate::core::noise::NoiseStreams;
 use crate::image_io::{resize, ResizeFilter};
-use crate::keys::derive_key;
-use crate::local::LocalSampler;
-use crate::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -150,7 +150,7 @@ fn scaled(input: (usize, usize), s: f64) -> Result<(usize, usize)> {
 /// Enhance the batch `low` (`N×C×h×w`, in the model's data range) to `size` with any
 /// [`LocalSampler`] (a [`crate::Boomerang`] runner, Stable Diffusion, ...): upsample, then
 /// `passes` Boomerang passes for each of `candidates` chains. `keys` names each input (one
-/// per item, e.g. [`crate::keys::path_key`] of its file).
+/// per item, e.g. [`crate::apps::keys::path_key`] of its file).
 pub fn enhance<S: LocalSampler + ?Sized>(
     runner: &S,
     low: ArrayView4<'_, f32>,

@@ -8,7 +8,7 @@
 //! reproducibility contract: the tests pin their values.
 //!
 //! ```
-//! use boomerang::keys::{derive_key, path_key};
+//! use boomerang::apps::keys::{derive_key, path_key};
 //! // '/' and '\' separators give the same key, so Windows and Unix runs agree.
 //! assert_eq!(path_key("cats/001.png"), path_key("cats\\001.png"));
 //! // A candidate of a pass of an input: one stream each.

@@ -1,0 +1,99 @@
+//! `boomerang anonymize`: a dataset folder into a mirrored, anonymized one.
+
+use std::path::PathBuf;
+
+use boomerang::apps::anonymize::{AnonymizeJob, OutputFormat, Shard};
+use boomerang::apps::dataset::SizePolicy;
+use boomerang::TimeSpec;
+use clap::{Args, ValueEnum};
+
+use crate::error::CliError;
+use crate::model::{load_runner, ModelArgs};
+use crate::{parse_t_arg, progress};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    /// The input's own name and format.
+    Same,
+    /// PNG (lossless): a.jpg becomes a.png.
+    Png,
+}
+
+#[derive(Debug, Args)]
+pub struct AnonymizeArgs {
+    /// The dataset folder (never modified).
+    #[arg(long)]
+    input: PathBuf,
+    /// The output folder (mirrors the input tree; must not be inside the input).
+    #[arg(long)]
+    output: PathBuf,
+    /// t as a fraction (0.3) or a step (300).
+    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T")]
+    t: TimeSpec,
+    /// This run's part of the dataset, INDEX/COUNT (default: from the environment, else all).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Recompute outputs that exist (default: skip them, i.e. resume).
+    #[arg(long)]
+    overwrite: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Same)]
+    format: FormatArg,
+    /// Resize images whose size is not the model's (default: record and skip them).
+    #[arg(long)]
+    resize: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::from_env()?.unwrap_or_default(),
+    };
+    let loaded = load_runner(&a.model)?;
+    let runner = loaded.runner;
+    let mut job = AnonymizeJob::new(&a.input, &a.output, a.t);
+    job.seed = a.model.seed;
+    job.batch_size = a.model.batch_size;
+    job.shard = shard;
+    job.overwrite = a.overwrite;
+    job.format = match a.format {
+        FormatArg::Same => OutputFormat::Same,
+        FormatArg::Png => OutputFormat::Png,
+    };
+    job.size_policy = if a.resize { SizePolicy::Resize } else { SizePolicy::Skip };
+    job.model_name = loaded.name;
+    for (k, v) in loaded.settings {
+        job.extra.insert(k.to_string(), v);
+    }
+    let bar = progress::images_bar(0, "anonymizing", quiet);
+    let mut first = true;
+    let report = job.run(&runner, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        if first {
+            // Images found done by a resumed run do not count towards the rate.
+            bar.reset_elapsed();
+            bar.reset_eta();
+            first = false;
+        }
+    })?;
+    bar.finish_and_clear();
+    for (input, reason) in &report.failures {
+        esay!("warning: skipped {input}: {reason}");
+    }
+    if !quiet {
+        say!(
+            "shard {shard}: {} of {} images; {} written, {} already done, {} recovered, {} skipped; manifest {}",
+            report.in_shard,
+            report.found,
+            report.written,
+            report.already_done,
+            report.recovered,
+            report.failed,
+            report.manifest.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `boomerang augment`: Boomerang copies of every image of a class-per-folder dataset.
+
+use std::path::PathBuf;
+
+use boomerang::apps::augment::{AugmentJob, Existing, TimeChoice};
+use boomerang::apps::dataset::SizePolicy;
+use boomerang::TimeSpec;
+use clap::Args;
+
+use crate::error::CliError;
+use crate::model::{load_runner, ModelArgs};
+use crate::{parse_t_arg, progress};
+
+#[derive(Debug, Args)]
+pub struct AugmentArgs {
+    /// A class-per-folder dataset (never modified).
+    #[arg(long)]
+    input: PathBuf,
+    /// The output folder (must not be inside the input).
+    #[arg(long)]
+    output: PathBuf,
+    /// Fixed t: a fraction (0.3) or a step (300).
+    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T", required_unless_present = "t_range", conflicts_with = "t_range")]
+    t: Option<TimeSpec>,
+    /// Draw each copy's t uniformly from LOW:HIGH (fractions), seeded.
+    #[arg(long, value_name = "LOW:HIGH")]
+    t_range: Option<String>,
+    /// Copies per image.
+    #[arg(short = 'k', long, default_value_t = 1)]
+    copies: usize,
+    /// Copy the original images into the output too.
+    #[arg(long)]
+    copy_originals: bool,
+    /// Keep existing outputs and make only the missing ones.
+    #[arg(long, conflicts_with = "overwrite")]
+    skip_existing: bool,
+    /// Replace existing outputs.
+    #[arg(long)]
+    overwrite: bool,
+    /// Resize images whose size is not the model's (default: report and skip them).
+    #[arg(long)]
+    resize: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn parse_range(s: &str) -> Result<TimeChoice, CliError> {
+    let (lo, hi) = s
+        .split_once(':')
+        .ok_or_else(|| CliError::usage(format!("--t-range takes LOW:HIGH fractions like 0.2:0.5, got `{s}`")))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| CliError::usage(format!("--t-range takes LOW:HIGH fractions like 0.2:0.5, got `{s}`")))
+    };
+    let t = TimeChoice::Uniform {
+        low: parse(lo)?,
+        high: parse(hi)?,
+    };
+    t.validate()?;
+    Ok(t)
+}
+
+pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
+    let t = match (&a.t, &a.t_range) {
+        (Some(t), None) => TimeChoice::Fixed(*t),
+        (None, Some(r)) => parse_range(r)?,
+        _ => return Err(CliError::usage("give either --t or --t-range")),
+    };
+    let runner = load_runner(&a.model)?.runner;
+    let mut job = AugmentJob::new(&a.input, &a.output, t);
+    job.copies = a.copies;
+    job.seed = a.model.seed;
+    job.batch_size = a.model.batch_size;
+    job.copy_originals = a.copy_originals;
+    job.existing = if a.overwrite {
+        Existing::Overwrite
+    } else if a.skip_existing {
+        Existing::Skip
+    } else {
+        Existing::Error
+    };
+    job.size_policy = if a.resize { SizePolicy::Resize } else { SizePolicy::Skip };
+    let bar = progress::images_bar(0, "augmenting", quiet);
+    let report = job.run(&runner, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    for (input, reason) in &report.failures {
+        esay!("warning: skipped {input}: {reason}");
+    }
+    if !quiet {
+        say!(
+            "{} images: {} copies written ({} existed), {} originals copied, {} skipped; t = {}",
+            report.images,
+            report.written,
+            report.existing,
+            report.originals,
+            report.failures.len(),
+            job.describe_t()
+        );
+    }
+    Ok(())
+}

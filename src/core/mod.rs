@@ -1,0 +1,10 @@
+//! The Boomerang core and its seams: the runner ([`Boomerang`](crate::Boomerang)), the
+//! [`Denoiser`](crate::Denoiser) trait networks implement, the one conversion point from
+//! any prediction to `(x̂0, ε̂)`, per-item noise streams, and [`local::LocalSampler`], the
+//! seam the applications drive.
+
+pub(crate) mod boomerang;
+pub(crate) mod denoiser;
+pub mod local;
+pub(crate) mod noise;
+pub(crate) mod prediction;
