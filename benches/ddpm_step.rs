@@ -70,10 +70,14 @@ fn bench(c: &mut Criterion) {
                 .to_device(device);
             let t = Tensor::full([batch as i64], 500.0, (Kind::Float, device));
             group.bench_with_input(BenchmarkId::new("denoiser", batch), &batch, |b, _| {
-                b.iter(|| d.predict(x.view(), 500.0, &Condition::None).expect("predict"))
+                b.iter(|| d.predict(x.view(), &[500.0], &Condition::None).expect("predict"))
             });
             group.bench_with_input(BenchmarkId::new("boundary", batch), &batch, |b, _| {
-                b.iter(|| identity.predict(x.view(), 500.0, &Condition::None).expect("identity"))
+                b.iter(|| {
+                    identity
+                        .predict(x.view(), &[500.0], &Condition::None)
+                        .expect("identity")
+                })
             });
             group.bench_with_input(BenchmarkId::new("tensor", batch), &batch, |b, _| {
                 b.iter(|| {

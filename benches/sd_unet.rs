@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         let xa = Array4::<f32>::from_elem((batch, 4, 32, 32), 0.1);
         let cond = Condition::Text(Array3::from_elem((batch, 77, 768), 0.01));
         g.bench_function(format!("denoiser_predict_b{batch}"), |b| {
-            b.iter(|| d.predict(xa.view(), 500.0, &cond).unwrap())
+            b.iter(|| d.predict(xa.view(), &[500.0], &cond).unwrap())
         });
     }
     g.finish();

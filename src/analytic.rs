@@ -7,7 +7,7 @@
 
 use ndarray::{Array4, ArrayView4, Axis, Zip};
 
-use crate::core::denoiser::{Condition, DataRange, Denoiser, DenoiserSpec, Parameterization, TimeInput};
+use crate::core::denoiser::{item_times, Condition, DataRange, Denoiser, DenoiserSpec, Parameterization, TimeInput};
 use crate::{Error, Result};
 
 /// The exact denoiser of i.i.d. Gaussian pixels `x0 ~ N(μ, s²)`:
@@ -51,11 +51,18 @@ impl Denoiser for GaussianDenoiser {
         &self.spec
     }
 
-    fn predict(&self, x: ArrayView4<'_, f32>, sigma: f64, _c: &Condition) -> Result<Array4<f32>> {
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], _c: &Condition) -> Result<Array4<f32>> {
+        let sigmas = item_times(times, x.dim().0)?;
         let s2 = self.std * self.std;
-        let k = s2 / (s2 + sigma * sigma);
         let mu = self.mean;
-        Ok(x.mapv(|y| (mu + k * (y as f64 - mu)) as f32))
+        let mut out = x.to_owned();
+        Zip::from(out.axis_iter_mut(Axis(0)))
+            .and(&sigmas)
+            .par_for_each(|mut item, &sigma| {
+                let k = s2 / (s2 + sigma * sigma);
+                item.mapv_inplace(|y| (mu + k * (y as f64 - mu)) as f32);
+            });
+        Ok(out)
     }
 }
 
@@ -91,12 +98,14 @@ impl Denoiser for EmpiricalDenoiser {
         &self.spec
     }
 
-    fn predict(&self, x: ArrayView4<'_, f32>, sigma: f64, _c: &Condition) -> Result<Array4<f32>> {
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], _c: &Condition) -> Result<Array4<f32>> {
+        let sigmas = item_times(times, x.dim().0)?;
         let mut out = Array4::<f32>::zeros(x.raw_dim());
-        let two_s2 = 2.0 * sigma * sigma;
         Zip::from(out.axis_iter_mut(Axis(0)))
             .and(x.axis_iter(Axis(0)))
-            .par_for_each(|mut o, xi| {
+            .and(&sigmas)
+            .par_for_each(|mut o, xi, &sigma| {
+                let two_s2 = 2.0 * sigma * sigma;
                 let d2: Vec<f64> = self
                     .data
                     .axis_iter(Axis(0))

@@ -71,10 +71,11 @@ pub mod train;
 
 pub use crate::core::boomerang::{boomerang, Boomerang, BoomerangBuilder, BoomerangOutput};
 pub use crate::core::denoiser::{
-    Condition, DataRange, Denoiser, DenoiserSpec, FnDenoiser, Guidance, Parameterization, RawPrediction, TimeInput,
+    Condition, DataRange, Denoiser, DenoiserSpec, FnDenoiser, Parameterization, RawPrediction, TimeInput,
 };
+pub use crate::core::guidance::{Guidance, Guide};
 pub use crate::core::noise::NoiseStreams;
-pub use crate::core::prediction::Prediction;
+pub use crate::core::prediction::{Clip, Prediction};
 pub use error::{Error, Result};
 pub use sampler::{Sampler, SamplerState, Spacing, StepInfo, StepOutput, Variance};
 pub use schedule::{GridPoint, NoiseSchedule, TimeSpec};

@@ -4,9 +4,10 @@
 use ndarray::{Array4, ArrayView4, Zip};
 use rand::Rng;
 
-use crate::core::denoiser::{Condition, Denoiser, Guidance, TimeInput};
+use crate::core::denoiser::{Condition, Denoiser, TimeInput};
+use crate::core::guidance::Guidance;
 use crate::core::noise::NoiseStreams;
-use crate::core::prediction::{model_time, Evaluator};
+use crate::core::prediction::{model_time, Clip, Evaluator};
 use crate::sampler::{Sampler, Spacing, StepCallback};
 use crate::schedule::{GridPoint, NoiseSchedule, TimeSpec};
 use crate::{Error, Result};
@@ -20,7 +21,7 @@ pub struct BoomerangBuilder<D> {
     schedule: NoiseSchedule,
     sampler: Sampler,
     spacing: Spacing,
-    clip_denoised: bool,
+    clip: Clip,
     condition: Condition,
     guidance: Option<Guidance>,
 }
@@ -39,9 +40,16 @@ impl<D: Denoiser> BoomerangBuilder<D> {
         self
     }
 
-    /// Clip `x̂0` to the denoiser's data range at every step (default: off).
+    /// Clip `x̂0` to the denoiser's data range at every step (default: off); shorthand for
+    /// [`clip`](BoomerangBuilder::clip) with [`Clip::Range`] or [`Clip::Off`].
     pub fn clip_denoised(mut self, on: bool) -> Self {
-        self.clip_denoised = on;
+        self.clip = if on { Clip::Range } else { Clip::Off };
+        self
+    }
+
+    /// How `x̂0` is kept in range: off, clamped, or dynamically thresholded.
+    pub fn clip(mut self, clip: Clip) -> Self {
+        self.clip = clip;
         self
     }
 
@@ -52,9 +60,10 @@ impl<D: Denoiser> BoomerangBuilder<D> {
         self
     }
 
-    /// Classifier-free guidance with `scale` against the `unconditional` condition.
-    pub fn guidance(mut self, scale: f64, unconditional: Condition) -> Self {
-        self.guidance = Some(Guidance { scale, unconditional });
+    /// Guidance: classifier-free ([`Guidance::classifier_free`]) or by a classifier
+    /// ([`Guidance::classifier`]).
+    pub fn guidance(mut self, guidance: Guidance) -> Self {
+        self.guidance = Some(guidance);
         self
     }
 
@@ -62,6 +71,7 @@ impl<D: Denoiser> BoomerangBuilder<D> {
     pub fn build(self) -> Result<Boomerang<D>> {
         let spec = self.denoiser.spec();
         self.sampler.validate(&self.schedule)?;
+        self.clip.validate()?;
         if self.sampler.needs_learned_variance() && !spec.learned_variance {
             return Err(Error::Incompatible(
                 "Variance::Learned needs a denoiser that predicts its variance".into(),
@@ -71,12 +81,7 @@ impl<D: Denoiser> BoomerangBuilder<D> {
             return Err(Error::param("spacing", "Uniform(n) needs n >= 1"));
         }
         if let Some(g) = &self.guidance {
-            if !g.scale.is_finite() {
-                return Err(Error::param(
-                    "guidance scale",
-                    format!("must be finite, got {}", g.scale),
-                ));
-            }
+            g.validate(&self.condition)?;
         }
         if spec.time_input == TimeInput::ContinuousTime && self.schedule.as_discrete().is_some() {
             return Err(Error::Incompatible(
@@ -98,7 +103,7 @@ impl<D: Denoiser> BoomerangBuilder<D> {
             schedule: self.schedule,
             sampler: self.sampler,
             spacing: self.spacing,
-            clip_denoised: self.clip_denoised,
+            clip: self.clip,
             condition: self.condition,
             guidance: self.guidance,
         })
@@ -143,7 +148,7 @@ pub struct Boomerang<D> {
     schedule: NoiseSchedule,
     sampler: Sampler,
     spacing: Spacing,
-    clip_denoised: bool,
+    clip: Clip,
     condition: Condition,
     guidance: Option<Guidance>,
 }
@@ -156,7 +161,7 @@ impl<D: Denoiser> Boomerang<D> {
             schedule: schedule.into(),
             sampler: Sampler::default(),
             spacing: Spacing::Full,
-            clip_denoised: false,
+            clip: Clip::Off,
             condition: Condition::None,
             guidance: None,
         }
@@ -276,10 +281,7 @@ impl<D: Denoiser> Boomerang<D> {
         let n = x.dim().0;
         let condition = self.condition.repeat_to(n)?;
         let guidance = match &self.guidance {
-            Some(g) => Some(Guidance {
-                scale: g.scale,
-                unconditional: g.unconditional.repeat_to(n)?,
-            }),
+            Some(g) => Some(g.repeat_to(n)?),
             None => None,
         };
         let eval = Evaluator {
@@ -287,7 +289,7 @@ impl<D: Denoiser> Boomerang<D> {
             schedule: &self.schedule,
             condition: &condition,
             guidance: guidance.as_ref(),
-            clip: self.clip_denoised.then(|| self.denoiser.spec().data_range.bounds()),
+            clip: self.clip,
             want_variance: self.sampler.needs_learned_variance(),
         };
         let mut model = |x: ArrayView4<'_, f32>, p: &GridPoint| eval.predict(x, p);

@@ -184,6 +184,38 @@ impl Condition {
         })
     }
 
+    /// This condition's items followed by `other`'s (the `2n` batch of classifier-free
+    /// guidance). Both must be of the same kind; text embeddings must have the same shape
+    /// per item.
+    pub fn concat(&self, other: &Condition) -> Result<Condition> {
+        match (self, other) {
+            (Condition::None, Condition::None) => Ok(Condition::None),
+            (Condition::Class(a), Condition::Class(b)) => Ok(Condition::Class(a.iter().chain(b).copied().collect())),
+            (Condition::Text(a), Condition::Text(b)) => ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()])
+                .map(Condition::Text)
+                .map_err(|_| {
+                    Error::Shape(format!(
+                        "text conditions of shapes {:?} and {:?} cannot be batched together",
+                        a.shape(),
+                        b.shape()
+                    ))
+                }),
+            (a, b) => Err(Error::Incompatible(format!(
+                "cannot batch a {} condition with a {} one",
+                a.kind_name(),
+                b.kind_name()
+            ))),
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Condition::None => "missing",
+            Condition::Class(_) => "class",
+            Condition::Text(_) => "text",
+        }
+    }
+
     /// The same condition repeated for a batch of `n` (a single item broadcast).
     pub fn repeat_to(&self, n: usize) -> Result<Condition> {
         match self.batch_len() {
@@ -208,15 +240,6 @@ impl Condition {
     }
 }
 
-/// Classifier-free guidance: `out = out_u + scale·(out_c − out_u)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Guidance {
-    /// Guidance scale (Stable Diffusion's default is 7.5; 1 means no guidance).
-    pub scale: f64,
-    /// The unconditional (or negative-prompt) condition.
-    pub unconditional: Condition,
-}
-
 /// A network output with an optional learned variance.
 #[derive(Debug, Clone)]
 pub struct RawPrediction {
@@ -235,15 +258,17 @@ pub trait Denoiser {
     /// What this denoiser is and accepts.
     fn spec(&self) -> &DenoiserSpec;
 
-    /// Predict for the batch `x` at noise level `time` (in the units of
-    /// [`DenoiserSpec::time_input`]); `condition` has one entry per item or is `None`.
-    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>>;
+    /// Predict for the batch `x` at the noise levels `times` (in the units of
+    /// [`DenoiserSpec::time_input`]): one for every item, or one per item (items at
+    /// different levels in one call; see [`item_times`]). `condition` has one entry per item
+    /// or is `None`.
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>>;
 
     /// Predict with a learned variance (models with `learned_variance`); the default
     /// returns [`predict`](Denoiser::predict) with no variance.
-    fn predict_variance(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<RawPrediction> {
+    fn predict_variance(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
         Ok(RawPrediction {
-            output: self.predict(x, time, condition)?,
+            output: self.predict(x, times, condition)?,
             variance_frac: None,
         })
     }
@@ -253,11 +278,11 @@ impl<D: Denoiser + ?Sized> Denoiser for &D {
     fn spec(&self) -> &DenoiserSpec {
         (**self).spec()
     }
-    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
-        (**self).predict(x, time, condition)
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        (**self).predict(x, times, condition)
     }
-    fn predict_variance(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<RawPrediction> {
-        (**self).predict_variance(x, time, condition)
+    fn predict_variance(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
+        (**self).predict_variance(x, times, condition)
     }
 }
 
@@ -265,15 +290,36 @@ impl<D: Denoiser + ?Sized> Denoiser for Box<D> {
     fn spec(&self) -> &DenoiserSpec {
         (**self).spec()
     }
-    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
-        (**self).predict(x, time, condition)
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        (**self).predict(x, times, condition)
     }
-    fn predict_variance(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<RawPrediction> {
-        (**self).predict_variance(x, time, condition)
+    fn predict_variance(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
+        (**self).predict_variance(x, times, condition)
     }
 }
 
-/// A denoiser made of a spec and a closure `(x, time, condition) -> prediction`.
+/// The per-item times of a batch of `n`: `times` itself when it has `n` entries, its one
+/// entry repeated otherwise. Errors for any other length and for non-finite times.
+///
+/// ```
+/// assert_eq!(boomerang::core::denoiser::item_times(&[5.0], 3)?, vec![5.0; 3]);
+/// assert!(boomerang::core::denoiser::item_times(&[1.0, 2.0], 3).is_err());
+/// # Ok::<(), boomerang::Error>(())
+/// ```
+pub fn item_times(times: &[f64], n: usize) -> Result<Vec<f64>> {
+    if let Some(bad) = times.iter().find(|t| !t.is_finite()) {
+        return Err(Error::param("time", format!("must be finite, got {bad}")));
+    }
+    match times.len() {
+        1 => Ok(vec![times[0]; n]),
+        m if m == n => Ok(times.to_vec()),
+        m => Err(Error::Shape(format!(
+            "{m} times for a batch of {n}; give one for all items or one per item"
+        ))),
+    }
+}
+
+/// A denoiser made of a spec and a closure `(x, times, condition) -> prediction`.
 ///
 /// ```
 /// use boomerang::{Denoiser, DenoiserSpec, FnDenoiser, Parameterization, TimeInput, DataRange, Condition};
@@ -283,7 +329,7 @@ impl<D: Denoiser + ?Sized> Denoiser for Box<D> {
 ///     |x, _t, _c| Ok(ndarray::Array4::zeros(x.raw_dim())),
 /// );
 /// let x = ndarray::Array4::<f32>::ones((1, 3, 4, 4));
-/// assert_eq!(d.predict(x.view(), 10.0, &Condition::None)?.sum(), 0.0);
+/// assert_eq!(d.predict(x.view(), &[10.0], &Condition::None)?.sum(), 0.0);
 /// # Ok::<(), boomerang::Error>(())
 /// ```
 pub struct FnDenoiser<F> {
@@ -293,7 +339,7 @@ pub struct FnDenoiser<F> {
 
 impl<F> FnDenoiser<F>
 where
-    F: Fn(ArrayView4<'_, f32>, f64, &Condition) -> Result<Array4<f32>>,
+    F: Fn(ArrayView4<'_, f32>, &[f64], &Condition) -> Result<Array4<f32>>,
 {
     /// Wrap a closure.
     pub fn new(spec: DenoiserSpec, f: F) -> Self {
@@ -303,12 +349,12 @@ where
 
 impl<F> Denoiser for FnDenoiser<F>
 where
-    F: Fn(ArrayView4<'_, f32>, f64, &Condition) -> Result<Array4<f32>>,
+    F: Fn(ArrayView4<'_, f32>, &[f64], &Condition) -> Result<Array4<f32>>,
 {
     fn spec(&self) -> &DenoiserSpec {
         &self.spec
     }
-    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
-        (self.f)(x, time, condition)
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        (self.f)(x, times, condition)
     }
 }

@@ -4,7 +4,8 @@
 //! seam the applications drive.
 
 pub(crate) mod boomerang;
-pub(crate) mod denoiser;
+pub mod denoiser;
+pub mod guidance;
 pub mod local;
 pub(crate) mod noise;
 pub(crate) mod prediction;

@@ -1,9 +1,12 @@
 //! Calling a denoiser at a grid point and turning its output, whatever it predicts, into the
-//! pair `(x̂0, ε̂)` samplers work with; classifier-free guidance and clipping live here.
+//! pair `(x̂0, ε̂)` samplers work with; guidance (classifier-free and classifier) and clipping
+//! live here.
 
-use ndarray::{Array4, ArrayView4, Zip};
+use ndarray::parallel::prelude::*;
+use ndarray::{concatenate, s, Array4, ArrayView4, Axis, Zip};
 
-use crate::core::denoiser::{Condition, Denoiser, Guidance, Parameterization, TimeInput};
+use crate::core::denoiser::{Condition, DataRange, Denoiser, Parameterization, RawPrediction, TimeInput};
+use crate::core::guidance::Guidance;
 use crate::schedule::{GridPoint, NoiseLevel, NoiseSchedule};
 use crate::{Error, Result};
 
@@ -18,71 +21,202 @@ pub struct Prediction {
     pub variance_frac: Option<Array4<f32>>,
 }
 
-/// How to call a denoiser: the pieces that stay fixed over a reverse run.
+/// How `x̂0` is kept in the data range at every step.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Clip {
+    /// No clipping.
+    #[default]
+    Off,
+    /// Clamp to the denoiser's data range (Ho et al.'s `clip_denoised`).
+    Range,
+    /// Dynamic thresholding (Saharia et al., Imagen; Patched Diffusion uses 0.995): per item,
+    /// with `u` the prediction mapped to `[-1, 1]`, `s = max(1, quantile(|u|, q))` and
+    /// `u ← clamp(u, −s, s)/s`. The quantile interpolates linearly, as `torch.quantile`.
+    Dynamic {
+        /// The quantile `q` in `(0, 1]`.
+        quantile: f64,
+    },
+}
+
+impl Clip {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Clip::Dynamic { quantile } = *self {
+            if !(quantile > 0.0 && quantile <= 1.0) {
+                return Err(Error::param(
+                    "threshold",
+                    format!("the dynamic-thresholding quantile must lie in (0, 1], got {quantile}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, x0: &mut Array4<f32>, range: DataRange) {
+        let (lo, hi) = range.bounds();
+        match *self {
+            Clip::Off => {}
+            Clip::Range => x0.par_mapv_inplace(|v| v.clamp(lo, hi)),
+            Clip::Dynamic { quantile } => {
+                let (c, r) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+                x0.outer_iter_mut().into_par_iter().for_each(|mut item| {
+                    let mut mags: Vec<f32> = item.iter().map(|&v| ((v - c) / r).abs()).collect();
+                    let s = quantile_of(&mut mags, quantile).max(1.0);
+                    item.mapv_inplace(|v| c + r * (((v - c) / r).clamp(-s, s) / s));
+                });
+            }
+        }
+    }
+}
+
+/// `torch.quantile(values, q)` (linear interpolation between order statistics).
+fn quantile_of(values: &mut [f32], q: f64) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (values.len() - 1) as f64;
+    let (lo, frac) = (pos.floor() as usize, (pos - pos.floor()) as f32);
+    let (_, &mut a, rest) = values.select_nth_unstable_by(lo, f32::total_cmp);
+    if frac == 0.0 || rest.is_empty() {
+        return a;
+    }
+    let b = rest.iter().copied().fold(f32::INFINITY, f32::min);
+    a + frac * (b - a)
+}
+
+/// How to call a denoiser: the pieces that stay fixed over a reverse run. `condition` and
+/// the guidance's condition are already repeated to the batch.
 pub(crate) struct Evaluator<'a, D: ?Sized> {
     pub denoiser: &'a D,
     pub schedule: &'a NoiseSchedule,
     pub condition: &'a Condition,
     pub guidance: Option<&'a Guidance>,
-    pub clip: Option<(f32, f32)>,
+    pub clip: Clip,
     pub want_variance: bool,
 }
 
 impl<D: Denoiser + ?Sized> Evaluator<'_, D> {
-    /// Predict `(x̂0, ε̂)` for `x` at `point`.
+    /// Predict `(x̂0, ε̂)` for the batch `x`, all items at `point`.
     pub fn predict(&self, x: ArrayView4<'_, f32>, point: &GridPoint) -> Result<Prediction> {
-        let spec = self.denoiser.spec();
-        let time = model_time(spec.time_input, self.schedule, point)?;
-        let level = point.level;
-        // A σ-conditioned (VE) network sees x/α with noise σ/α.
-        let (input, model_level) = if spec.time_input == TimeInput::Sigma && level.alpha != 1.0 {
-            let inv = (1.0 / level.alpha) as f32;
-            (Some(x.mapv(|v| v * inv)), NoiseLevel::ve(level.sigma_ve()))
-        } else {
-            (None, level)
-        };
-        let xm = match &input {
-            Some(a) => a.view(),
-            None => x.view(),
-        };
+        self.predict_items(x, std::slice::from_ref(point))
+    }
 
-        let raw = if self.want_variance {
-            self.denoiser.predict_variance(xm, time, self.condition)?
-        } else {
-            crate::RawPrediction {
-                output: self.denoiser.predict(xm, time, self.condition)?,
-                variance_frac: None,
+    /// Predict `(x̂0, ε̂)` for the batch `x` with item `i` at `points[i]` (or all at
+    /// `points[0]` when there is one point): ONE network call, two items per input under
+    /// classifier-free guidance.
+    pub fn predict_items(&self, x: ArrayView4<'_, f32>, points: &[GridPoint]) -> Result<Prediction> {
+        let n = x.dim().0;
+        if points.len() != 1 && points.len() != n {
+            return Err(Error::Shape(format!(
+                "{} grid points for a batch of {n}; give one for all or one per item",
+                points.len()
+            )));
+        }
+        let spec = self.denoiser.spec();
+        let times = points
+            .iter()
+            .map(|p| model_time(spec.time_input, self.schedule, p))
+            .collect::<Result<Vec<f64>>>()?;
+        let level_of = |i: usize| points[if points.len() == 1 { 0 } else { i }].level;
+        // A σ-conditioned (VE) network sees x/α with noise σ/α.
+        let ve_input = spec.time_input == TimeInput::Sigma;
+        let model_level = |i: usize| {
+            let l = level_of(i);
+            if ve_input {
+                NoiseLevel::ve(l.sigma_ve())
+            } else {
+                l
             }
         };
-        check_output(&raw.output, &x, "prediction")?;
-        let mut output = raw.output;
-        if let Some(g) = self.guidance {
-            let uncond = self.denoiser.predict(xm, time, &g.unconditional)?;
-            check_output(&uncond, &x, "unconditional prediction")?;
-            let scale = g.scale as f32;
-            Zip::from(&mut output)
-                .and(&uncond)
-                .par_for_each(|c, &u| *c = u + scale * (*c - u));
-        }
-        if self.want_variance && raw.variance_frac.is_none() {
+        let scaled;
+        let xm = if ve_input && points.iter().any(|p| p.level.alpha != 1.0) {
+            let mut a = x.to_owned();
+            a.outer_iter_mut()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(i, mut item)| {
+                    let inv = (1.0 / level_of(i).alpha) as f32;
+                    item.mapv_inplace(|v| v * inv);
+                });
+            scaled = a;
+            scaled.view()
+        } else {
+            x.view()
+        };
+
+        let (output, variance_frac, grad) = match self.guidance {
+            Some(Guidance::ClassifierFree { scale, unconditional }) => {
+                // One call on [x; x] with [condition; unconditional].
+                let both = concatenate(Axis(0), &[xm.view(), xm.view()]).map_err(|e| Error::Shape(e.to_string()))?;
+                let cond = self.condition.concat(unconditional)?;
+                let times2: Vec<f64> = times.iter().chain(times.iter()).copied().collect();
+                let raw = self.call(both.view(), &times2, &cond)?;
+                check_output(&raw.output, &both.view(), "guided prediction")?;
+                let out = raw.output;
+                let (c, u) = (out.slice(s![..n, .., .., ..]), out.slice(s![n.., .., .., ..]));
+                let mut guided = c.to_owned();
+                let g = *scale as f32;
+                Zip::from(&mut guided)
+                    .and(&u)
+                    .par_for_each(|c, &u| *c = u + g * (*c - u));
+                let var = raw.variance_frac.map(|v| v.slice(s![..n, .., .., ..]).to_owned());
+                (guided, var, None)
+            }
+            Some(Guidance::Classifier { scale, guide }) => {
+                let labels = match self.condition {
+                    Condition::Class(v) => v,
+                    _ => {
+                        return Err(Error::Incompatible(
+                            "classifier guidance needs class labels (Condition::Class)".into(),
+                        ))
+                    }
+                };
+                let raw = self.call(xm.view(), &times, &Condition::None)?;
+                let grad = guide.grad_log_prob(xm.view(), &times, labels)?;
+                check_output(&grad, &xm, "classifier gradient")?;
+                (raw.output, raw.variance_frac, Some((*scale, grad)))
+            }
+            None => {
+                let raw = self.call(xm.view(), &times, self.condition)?;
+                (raw.output, raw.variance_frac, None)
+            }
+        };
+        check_output(&output, &xm, "prediction")?;
+        if self.want_variance && variance_frac.is_none() {
             return Err(Error::Incompatible(
                 "the sampler uses a learned variance but the denoiser returned none".into(),
             ));
         }
-        if let Some(v) = &raw.variance_frac {
-            check_output(v, &x, "variance")?;
+        if let Some(v) = &variance_frac {
+            check_output(v, &xm, "variance")?;
         }
 
-        let (x0, eps) = to_x0_eps(spec.parameterization, model_level, xm, output);
-        let x0 = match self.clip {
-            Some((lo, hi)) => x0.mapv_into(|v| v.clamp(lo, hi)),
-            None => x0,
-        };
-        Ok(Prediction {
-            x0,
-            eps,
-            variance_frac: raw.variance_frac,
-        })
+        let (mut x0, mut eps) = to_x0_eps(spec.parameterization, &model_level, xm.view(), output);
+        if let Some((scale, grad)) = grad {
+            // score ← score + scale·∇x log p(y|x): ε ← ε − scale·σ·∇, x̂0 from the guided ε.
+            Zip::indexed(&mut eps)
+                .and(&mut x0)
+                .and(&xm)
+                .and(&grad)
+                .par_for_each(|(i, _, _, _), e, x0, &xv, &g| {
+                    let l = model_level(i);
+                    let guided = *e as f64 - scale * l.sigma * g as f64;
+                    *e = guided as f32;
+                    *x0 = l.x0_from_eps(xv as f64, guided) as f32;
+                });
+        }
+        self.clip.apply(&mut x0, spec.data_range);
+        Ok(Prediction { x0, eps, variance_frac })
+    }
+
+    fn call(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
+        if self.want_variance {
+            self.denoiser.predict_variance(x, times, condition)
+        } else {
+            Ok(RawPrediction {
+                output: self.denoiser.predict(x, times, condition)?,
+                variance_frac: None,
+            })
+        }
     }
 }
 
@@ -130,42 +264,40 @@ fn check_output(out: &Array4<f32>, x: &ArrayView4<'_, f32>, what: &str) -> Resul
     Ok(())
 }
 
-/// Convert a raw output at model-frame `level` (input `x`) into `(x̂0, ε̂)`.
+/// Convert a raw output (input `x`, item `i` at model-frame level `level(i)`) into
+/// `(x̂0, ε̂)`.
 fn to_x0_eps(
     p: Parameterization,
-    level: NoiseLevel,
+    level: &(impl Fn(usize) -> NoiseLevel + Sync),
     x: ArrayView4<'_, f32>,
     out: Array4<f32>,
 ) -> (Array4<f32>, Array4<f32>) {
     let mut other = Array4::<f32>::zeros(out.raw_dim());
     let mut out = out;
+    let zip = Zip::indexed(&mut other).and(&x).and(&mut out);
     match p {
         Parameterization::Epsilon => {
-            // out = ε; other = x0
-            Zip::from(&mut other).and(&x).and(&out).par_for_each(|o, &x, &e| {
-                *o = level.x0_from_eps(x as f64, e as f64) as f32;
-            });
+            zip.par_for_each(|(i, _, _, _), o, &x, e| *o = level(i).x0_from_eps(x as f64, *e as f64) as f32);
             (other, out)
         }
         Parameterization::Sample => {
-            Zip::from(&mut other).and(&x).and(&out).par_for_each(|o, &x, &x0| {
-                *o = level.eps_from_x0(x as f64, x0 as f64) as f32;
-            });
+            zip.par_for_each(|(i, _, _, _), o, &x, x0| *o = level(i).eps_from_x0(x as f64, *x0 as f64) as f32);
             (out, other)
         }
         Parameterization::VPrediction => {
-            Zip::from(&mut other).and(&x).and(&mut out).par_for_each(|o, &x, v| {
-                let (xf, vf) = (x as f64, *v as f64);
-                *o = level.eps_from_v(xf, vf) as f32;
-                *v = level.x0_from_v(xf, vf) as f32;
+            zip.par_for_each(|(i, _, _, _), o, &x, v| {
+                let (l, xf, vf) = (level(i), x as f64, *v as f64);
+                *o = l.eps_from_v(xf, vf) as f32;
+                *v = l.x0_from_v(xf, vf) as f32;
             });
             (out, other)
         }
         Parameterization::Score => {
-            Zip::from(&mut other).and(&x).and(&mut out).par_for_each(|o, &x, s| {
-                let e = level.eps_from_score(*s as f64);
+            zip.par_for_each(|(i, _, _, _), o, &x, s| {
+                let l = level(i);
+                let e = l.eps_from_score(*s as f64);
                 *s = e as f32;
-                *o = level.x0_from_eps(x as f64, e) as f32;
+                *o = l.x0_from_eps(x as f64, e) as f32;
             });
             (other, out)
         }

@@ -53,6 +53,7 @@ pub use tch::{Device, Kind};
 pub use ddpm::{DdpmConfig, DdpmUNet};
 pub use loading::{load_state_dict_into, LoadOptions};
 
+use crate::core::denoiser::item_times;
 use crate::{Condition, Denoiser, DenoiserSpec, Error, Result};
 
 /// The compute kinds a network may run in: `f32`, `f16` and `bf16`.
@@ -247,12 +248,10 @@ impl<M: TchModule> TchDenoiser<M> {
     /// Run the network on the host batch `x` and return its raw output as `f32` (any
     /// number of output channels, same N, H and W). [`predict`](Denoiser::predict) is this
     /// plus a check that the output has `x`'s shape.
-    pub fn forward_array(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
+    pub fn forward_array(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
         self.spec.check_batch(&x, "TchDenoiser input")?;
-        if !time.is_finite() {
-            return Err(Error::param("time", format!("must be finite, got {time}")));
-        }
         let (n, c, h, w) = x.dim();
+        let times: Vec<f32> = item_times(times, n)?.into_iter().map(|t| t as f32).collect();
         let condition = condition.repeat_to(n)?;
         // The one host -> tensor copy: straight from the slice when `x` is contiguous.
         let owned;
@@ -277,7 +276,7 @@ impl<M: TchModule> TchDenoiser<M> {
                     .f_narrow(0, start as i64, len as i64)?
                     .f_to_device(self.model.device())?
                     .f_to_kind(self.model.kind())?;
-                let t = Tensor::f_full([len as i64], time, (Kind::Float, self.model.device()))?;
+                let t = Tensor::f_from_slice(&times[start..start + len])?.f_to_device(self.model.device())?;
                 let cond = if len == n {
                     condition.clone()
                 } else {
@@ -312,13 +311,15 @@ impl<M: TchModule> TchDenoiser<M> {
 
     /// Run the network directly on a device tensor (no host copies, no chunking), under
     /// `no_grad` and the panic guard: `x` is cast to the model's kind and device if needed,
-    /// `time` is broadcast to the batch. For callers that keep their data on the device.
-    pub fn forward_tensor(&self, x: &Tensor, time: f64, condition: &Condition) -> Result<Tensor> {
+    /// `times` holds one time for all items or one per item. For callers that keep their
+    /// data on the device.
+    pub fn forward_tensor(&self, x: &Tensor, times: &[f64], condition: &Condition) -> Result<Tensor> {
         guard_panics(|| {
             let _no_grad = tch::no_grad_guard();
             let (n, _, _, _) = x.size4()?;
             let x = x.f_to_device(self.model.device())?.f_to_kind(self.model.kind())?;
-            let t = Tensor::f_full([n], time, (Kind::Float, self.model.device()))?;
+            let times: Vec<f32> = item_times(times, n as usize)?.into_iter().map(|t| t as f32).collect();
+            let t = Tensor::f_from_slice(&times)?.f_to_device(self.model.device())?;
             self.model.forward_t(&x, &t, &condition.repeat_to(n as usize)?)
         })
     }
@@ -329,8 +330,8 @@ impl<M: TchModule> Denoiser for TchDenoiser<M> {
         &self.spec
     }
 
-    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
-        let out = self.forward_array(x, time, condition)?;
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        let out = self.forward_array(x, times, condition)?;
         if out.dim() != x.dim() {
             return Err(Error::Model(format!(
                 "the network returned shape {:?} for an input of shape {:?}; predict() needs the \

@@ -203,8 +203,8 @@ fn ddim_with_oracle_epsilon_recovers_x0() {
             TimeInput::ContinuousStep,
             DataRange::MinusOneToOne,
         ),
-        move |x, t: f64, _c: &Condition| {
-            let a = ab[t as usize];
+        move |x, t: &[f64], _c: &Condition| {
+            let a = ab[t[0] as usize];
             Ok(ndarray::Zip::from(&x)
                 .and(&truth)
                 .map_collect(|&x, &x0| ((x as f64 - a.sqrt() * x0 as f64) / (1.0 - a).sqrt()) as f32))

@@ -144,7 +144,7 @@ fn predictor<'a>(
     d: &'a TchDenoiser<DdpmUNet>,
 ) -> impl FnMut(ArrayView4<'_, f32>, &GridPoint) -> boomerang::Result<Prediction> + 'a {
     move |x, p| {
-        let eps = d.predict(x, p.time, &Condition::None)?;
+        let eps = d.predict(x, &[p.time], &Condition::None)?;
         let (a, s) = (p.level.alpha as f32, p.level.sigma as f32);
         let x0 = ndarray::Zip::from(&x).and(&eps).map_collect(|&x, &e| (x - s * e) / a);
         Ok(Prediction {
@@ -200,7 +200,7 @@ fn fastdpm_var_calls_the_network_at_non_integer_steps() {
     let d = denoiser();
     let times = RefCell::new(Vec::new());
     let recording = FnDenoiser::new(d.spec().clone(), |x, t, c| {
-        times.borrow_mut().push(t);
+        times.borrow_mut().push(t[0]);
         d.predict(x, t, c)
     });
     let runner = Boomerang::builder(&recording, schedule())
@@ -248,7 +248,7 @@ fn one_ddim_step_matches_the_python_reference() {
         level: sched.level(t_next).unwrap(),
     };
     // The network alone.
-    let eps = d.predict(x_t.view(), t_cur, &Condition::None).unwrap();
+    let eps = d.predict(x_t.view(), &[t_cur], &Condition::None).unwrap();
     let rel = |a: &Array4<f32>, b: &Array4<f32>| {
         let diff = (a - b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
         diff / b.mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v))

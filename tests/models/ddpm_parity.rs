@@ -84,7 +84,7 @@ fn check(unet: DdpmUNet, name: &str, tol: f32) -> f32 {
     let d = TchDenoiser::new(unet);
     let mut worst = 0.0f32;
     for (k, &t) in io.times.iter().enumerate() {
-        let out = d.predict(io.x.view(), t as f64, &Condition::None).unwrap();
+        let out = d.predict(io.x.view(), &[t as f64], &Condition::None).unwrap();
         let e = rel_err(&out, &io.eps[k]);
         assert!(e <= tol, "{name}: t = {t}: relative error {e:e} > {tol:e}");
         worst = worst.max(e);
@@ -336,27 +336,29 @@ fn bad_inputs_are_errors() {
         .into_denoiser();
     let one_channel = Array4::<f32>::zeros((2, 1, 16, 16));
     assert!(matches!(
-        d.predict(one_channel.view(), 5.0, &Condition::None),
+        d.predict(one_channel.view(), &[5.0], &Condition::None),
         Err(Error::Shape(_))
     ));
     let wrong_size = Array4::<f32>::zeros((2, 3, 8, 8));
     assert!(matches!(
-        d.predict(wrong_size.view(), 5.0, &Condition::None),
+        d.predict(wrong_size.view(), &[5.0], &Condition::None),
         Err(Error::Shape(_))
     ));
     let x = Array4::<f32>::zeros((2, 3, 16, 16));
-    assert!(d.predict(x.view(), f64::NAN, &Condition::None).is_err());
+    assert!(d.predict(x.view(), &[f64::NAN], &Condition::None).is_err());
     assert!(matches!(
-        d.predict(x.view(), 5.0, &Condition::Class(vec![1, 2])),
+        d.predict(x.view(), &[5.0], &Condition::Class(vec![1, 2])),
         Err(Error::Incompatible(_))
     ));
     let mut nan = x.clone();
     nan[[1, 2, 3, 4]] = f32::NAN;
     assert!(matches!(
-        d.predict(nan.view(), 5.0, &Condition::None),
+        d.predict(nan.view(), &[5.0], &Condition::None),
         Err(Error::InvalidInput(_))
     ));
-    assert!(d.predict(x.slice(s![0..0, .., .., ..]), 5.0, &Condition::None).is_err());
+    assert!(d
+        .predict(x.slice(s![0..0, .., .., ..]), &[5.0], &Condition::None)
+        .is_err());
     // Invalid configurations and compute kinds.
     let mut bad = tiny3();
     bad.norm_groups = 3;
@@ -379,13 +381,13 @@ fn chunking_and_strided_inputs_give_the_same_result() {
     let io = io("tiny3");
     let unet = DdpmUNet::load_with_config(fixture("tiny3.safetensors"), tiny3(), Device::Cpu, Kind::Float).unwrap();
     let d = TchDenoiser::new(unet).with_max_batch(1).unwrap();
-    let out = d.predict(io.x.view(), 17.3, &Condition::None).unwrap();
+    let out = d.predict(io.x.view(), &[17.3], &Condition::None).unwrap();
     assert!(rel_err(&out, &io.eps[1]) <= TOL);
     // A non-contiguous view: every other item of a batch of 4.
     let mut big = Array4::<f32>::zeros((4, 3, 16, 16));
     big.slice_mut(s![0..4;2, .., .., ..]).assign(&io.x);
     let out = d
-        .predict(big.slice(s![0..4;2, .., .., ..]), 17.3, &Condition::None)
+        .predict(big.slice(s![0..4;2, .., .., ..]), &[17.3], &Condition::None)
         .unwrap();
     assert!(rel_err(&out, &io.eps[1]) <= TOL);
 }
@@ -398,7 +400,7 @@ fn half_precision_compute_is_close_to_f32() {
         let unet = DdpmUNet::load_with_config(fixture("tiny3.safetensors"), tiny3(), Device::Cpu, kind).unwrap();
         let out = unet
             .into_denoiser()
-            .predict(io.x.view(), 17.3, &Condition::None)
+            .predict(io.x.view(), &[17.3], &Condition::None)
             .unwrap();
         let e = rel_err(&out, &io.eps[1]);
         let tol = if kind == Kind::Half { 1e-2 } else { 5e-2 };
@@ -417,8 +419,8 @@ fn random_init_is_reproducible() {
     let b = DdpmUNet::random(tiny3(), Device::Cpu, Kind::Float, 7)
         .unwrap()
         .into_denoiser();
-    let ya = a.predict(x.view(), 3.0, &Condition::None).unwrap();
-    let yb = b.predict(x.view(), 3.0, &Condition::None).unwrap();
+    let ya = a.predict(x.view(), &[3.0], &Condition::None).unwrap();
+    let yb = b.predict(x.view(), &[3.0], &Condition::None).unwrap();
     assert_eq!(ya, yb);
     assert!(ya.iter().all(|v| v.is_finite()) && ya.iter().any(|&v| v != 0.0));
 }

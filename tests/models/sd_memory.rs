@@ -44,7 +44,7 @@ fn sd15_unet_step_memory() {
         let x = Array4::<f32>::from_elem((batch, 4, 64, 64), 0.1);
         let cond = Condition::Text(Array3::from_elem((batch, 77, 768), 0.01));
         let started = std::time::Instant::now();
-        let out = d.predict(x.view(), 500.0, &cond).unwrap();
+        let out = d.predict(x.view(), &[500.0], &cond).unwrap();
         let secs = started.elapsed().as_secs_f64();
         let (rss, hwm) = rss_mib();
         assert!(out.iter().all(|v| v.is_finite()));

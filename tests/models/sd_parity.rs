@@ -20,8 +20,8 @@ use boomerang::checkpoint::{load_state_dict, save_safetensors, StateDict, Tensor
 use boomerang::models::stable_diffusion::{LatentMode, SdBoomerangParams, SdOptions, StableDiffusion, WeightsVariant};
 use boomerang::sampler::StepCallback;
 use boomerang::{
-    Boomerang, Condition, Denoiser, Error, GridPoint, NoiseStreams, Parameterization, Prediction, Sampler, Spacing,
-    TimeSpec,
+    Boomerang, Condition, Denoiser, Error, GridPoint, Guidance, NoiseStreams, Parameterization, Prediction, Sampler,
+    Spacing, TimeSpec,
 };
 use ndarray::{Array, Array3, Array4, ArrayView4, Dimension, IxDyn, Zip};
 
@@ -163,7 +163,7 @@ fn check_unet(which: &str, parameterization: Parameterization) {
     let x = r.a4("unet.x");
     let ctx = Condition::Text(r.a3("unet.context"));
     for (k, t) in r.f64s("unet.times").into_iter().enumerate() {
-        let got = sd.predict(x.view(), t, &ctx).unwrap();
+        let got = sd.predict(x.view(), &[t], &ctx).unwrap();
         assert_close(
             &format!("{which} UNet at t = {t}"),
             &got,
@@ -173,7 +173,7 @@ fn check_unet(which: &str, parameterization: Parameterization) {
     // Odd latent sizes take diffusers' `upsample_size` path.
     let x = r.a4("unet.x_odd");
     let one = Condition::Text(r.a3("unet.context").slice(ndarray::s![..1, .., ..]).to_owned());
-    let got = sd.predict(x.view(), 250.0, &one).unwrap();
+    let got = sd.predict(x.view(), &[250.0], &one).unwrap();
     assert_close(&format!("{which} UNet, odd latent size"), &got, &r.a4("unet.out_odd"));
 }
 
@@ -241,8 +241,8 @@ fn reverse_from(
 ) -> Array4<f32> {
     let p = sd.spec().parameterization;
     let mut model = |x: ArrayView4<'_, f32>, g: &GridPoint| -> boomerang::Result<Prediction> {
-        let c = sd.predict(x, g.time, cond)?;
-        let u = sd.predict(x, g.time, uncond)?;
+        let c = sd.predict(x, &[g.time], cond)?;
+        let u = sd.predict(x, &[g.time], uncond)?;
         let mut out = c;
         Zip::from(&mut out).and(&u).for_each(|c, &u| *c = u + scale * (*c - u));
         let mut x0 = Array4::<f32>::zeros(out.raw_dim());
@@ -290,7 +290,7 @@ fn check_boomerang(which: &str) {
         .sampler(Sampler::ddim(0.0))
         .spacing(Spacing::Uniform(n_steps))
         .condition(cond.clone())
-        .guidance(g, uncond.clone())
+        .guidance(Guidance::classifier_free(g, uncond.clone()))
         .build()
         .unwrap();
 
@@ -511,10 +511,10 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(matches!(err, Error::Shape(_)), "{err}");
     // The UNet needs text embeddings of the right width.
     let x = Array4::<f32>::zeros((1, 4, 8, 8));
-    assert!(sd.predict(x.view(), 10.0, &Condition::None).is_err());
+    assert!(sd.predict(x.view(), &[10.0], &Condition::None).is_err());
     let wrong = Condition::Text(Array3::zeros((1, 77, 7)));
-    assert!(matches!(sd.predict(x.view(), 10.0, &wrong), Err(Error::Shape(_))));
-    assert!(sd.predict(x.view(), 10.0, &Condition::Class(vec![1])).is_err());
+    assert!(matches!(sd.predict(x.view(), &[10.0], &wrong), Err(Error::Shape(_))));
+    assert!(sd.predict(x.view(), &[10.0], &Condition::Class(vec![1])).is_err());
     // Wrong channel counts, NaN, empty prompts, bad token ids.
     assert!(sd.decode(Array4::<f32>::zeros((1, 3, 8, 8)).view()).is_err());
     let mut nan = Array4::<f32>::zeros((1, 3, 16, 16));
@@ -567,7 +567,7 @@ fn reduced_precision_stays_close_to_f32() {
         assert_eq!(sd.vae().kind(), Kind::Float, "force_upcast keeps the VAE in f32");
         let x = r.a4("unet.x");
         let ctx = Condition::Text(r.a3("unet.context"));
-        let got = sd.predict(x.view(), 500.5, &ctx).unwrap();
+        let got = sd.predict(x.view(), &[500.5], &ctx).unwrap();
         let e = rel_err(&got, &r.a4("unet.out.2"));
         eprintln!("{kind:?} UNet: relative error {e:.2e}");
         assert!(e < tol, "{kind:?}: {e}");

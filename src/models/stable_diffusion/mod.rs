@@ -212,7 +212,7 @@ pub struct SdBoomerangOutput {
 ///
 /// ```no_run
 /// use boomerang::models::stable_diffusion::{SdOptions, StableDiffusion};
-/// use boomerang::{Boomerang, Condition, Sampler, Spacing, TimeSpec};
+/// use boomerang::{Boomerang, Condition, Guidance, Sampler, Spacing, TimeSpec};
 /// use rand::SeedableRng;
 ///
 /// let sd = StableDiffusion::load("stable-diffusion-v1-5", &SdOptions::default())?;
@@ -222,7 +222,7 @@ pub struct SdBoomerangOutput {
 ///     .sampler(Sampler::ddim(0.0))
 ///     .spacing(Spacing::Uniform(50))
 ///     .condition(Condition::Text(cond))
-///     .guidance(7.5, Condition::Text(uncond))
+///     .guidance(Guidance::classifier_free(7.5, Condition::Text(uncond)))
 ///     .build()?;
 /// let latents = ndarray::Array4::<f32>::zeros((1, 4, 64, 64));
 /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -718,7 +718,10 @@ impl StableDiffusion {
             } else {
                 params.negative_prompts.iter().map(String::as_str).collect()
             };
-            builder = builder.guidance(params.guidance_scale, Condition::Text(self.encode_prompt(&negative)?));
+            builder = builder.guidance(crate::Guidance::classifier_free(
+                params.guidance_scale,
+                Condition::Text(self.encode_prompt(&negative)?),
+            ));
         }
         let out = builder
             .build()?
@@ -740,7 +743,7 @@ impl Denoiser for StableDiffusion {
         self.unet.spec()
     }
 
-    fn predict(&self, x: ArrayView4<'_, f32>, time: f64, condition: &Condition) -> Result<Array4<f32>> {
-        self.unet.predict(x, time, condition)
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        self.unet.predict(x, times, condition)
     }
 }
