@@ -60,6 +60,11 @@ pub enum Error {
         message: String,
     },
 
+    /// Something this build or this model cannot do (a family without a loader, a feature
+    /// that needs libtorch).
+    #[error("not supported: {0}")]
+    Unsupported(String),
+
     /// The model (network) failed while running.
     #[error("model error: {0}")]
     Model(String),

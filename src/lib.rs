@@ -61,7 +61,6 @@ pub mod checkpoint;
 pub mod core;
 mod error;
 pub mod image_io;
-#[cfg(feature = "tch")]
 pub mod models;
 pub mod sampler;
 pub mod schedule;

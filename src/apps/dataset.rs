@@ -17,7 +17,7 @@ use image::ColorType;
 use ndarray::{Array3, Array4, ArrayView3, Axis};
 
 use crate::apps::keys::canonical_relative;
-use crate::core::denoiser::{DataRange, DenoiserSpec};
+use crate::core::denoiser::DataRange;
 use crate::image_io::{image_to_array, resize, ColorMode, ResizeFilter};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
@@ -151,31 +151,7 @@ pub enum SizePolicy {
     Resize,
 }
 
-/// What a model takes, for [`load_for_model`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelInput {
-    /// Channels (1 or 3).
-    pub channels: usize,
-    /// Fixed `(height, width)`, if any.
-    pub size: Option<(usize, usize)>,
-    /// Without a fixed size, sides must be multiples of this (1: any size; 8 for Stable
-    /// Diffusion's VAE).
-    pub multiple: usize,
-    /// The model's data range.
-    pub range: DataRange,
-}
-
-impl ModelInput {
-    /// From a denoiser's spec; a model with no fixed channel count gets RGB.
-    pub fn from_spec(spec: &DenoiserSpec) -> Self {
-        Self {
-            channels: spec.channels.unwrap_or(3),
-            size: spec.image_size,
-            multiple: 1,
-            range: spec.data_range,
-        }
-    }
-}
+pub use crate::core::local::ModelInput;
 
 /// An image ready for a model.
 #[derive(Debug, Clone, PartialEq)]

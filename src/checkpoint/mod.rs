@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod diffusers;
 mod pickle;
 mod safetensors_io;
 mod select;
@@ -236,4 +237,24 @@ pub fn convert_to_safetensors(
     let sd = load_state_dict_with(input, select)?;
     save_safetensors(&sd, output)?;
     Ok(sd)
+}
+
+/// The tensor key names of a checkpoint file (the state dict [`Select::Auto`] picks).
+///
+/// Used by the model registry to tell families apart.
+pub fn tensor_names(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let sd = load_state_dict(path)?;
+    Ok(sd.keys().map(str::to_string).collect())
+}
+
+/// `s` with control characters escaped (`\u{1b}`), for printing names read from files.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
 }

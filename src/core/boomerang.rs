@@ -4,6 +4,7 @@
 use ndarray::{Array4, ArrayView4, Zip};
 use rand::Rng;
 
+use crate::core::codec::{Codec, Identity};
 use crate::core::denoiser::{Condition, Denoiser, TimeInput};
 use crate::core::guidance::Guidance;
 use crate::core::noise::NoiseStreams;
@@ -16,9 +17,11 @@ use crate::{Error, Result};
 /// against the denoiser and schedule into a [`Boomerang`] runner.
 #[derive(Debug, Clone)]
 #[must_use = "call .build() to get a runner"]
-pub struct BoomerangBuilder<D> {
+pub struct BoomerangBuilder<D, C = Identity> {
     denoiser: D,
+    codec: C,
     schedule: NoiseSchedule,
+    final_alpha_bar: Option<f64>,
     sampler: Sampler,
     spacing: Spacing,
     clip: Clip,
@@ -26,7 +29,32 @@ pub struct BoomerangBuilder<D> {
     guidance: Option<Guidance>,
 }
 
-impl<D: Denoiser> BoomerangBuilder<D> {
+impl<D: Denoiser, C: Codec> BoomerangBuilder<D, C> {
+    /// Run in the space of `codec` (a latent model's VAE): images are encoded before the
+    /// forward noise and decoded after the reverse run (default: [`Identity`]).
+    pub fn codec<C2: Codec>(self, codec: C2) -> BoomerangBuilder<D, C2> {
+        BoomerangBuilder {
+            denoiser: self.denoiser,
+            codec,
+            schedule: self.schedule,
+            final_alpha_bar: self.final_alpha_bar,
+            sampler: self.sampler,
+            spacing: self.spacing,
+            clip: self.clip,
+            condition: self.condition,
+            guidance: self.guidance,
+        }
+    }
+
+    /// Where the last reverse step lands: `None` (default) is the clean data (`ᾱ = 1`);
+    /// `Some(ᾱ)` reproduces diffusers' DDIM/PNDM with `set_alpha_to_one = false`, whose last
+    /// step goes to `ᾱ_0` of the training schedule (see
+    /// [`SchedulerConfig::final_alpha_bar`](crate::schedule::SchedulerConfig::final_alpha_bar)).
+    pub fn final_alpha_bar(mut self, alpha_bar: Option<f64>) -> Self {
+        self.final_alpha_bar = alpha_bar;
+        self
+    }
+
     /// The reverse step rule (default: DDPM ancestral with the posterior variance, the
     /// paper's Algorithm 1).
     pub fn sampler(mut self, sampler: Sampler) -> Self {
@@ -68,7 +96,7 @@ impl<D: Denoiser> BoomerangBuilder<D> {
     }
 
     /// Validate everything that can be checked before seeing data.
-    pub fn build(self) -> Result<Boomerang<D>> {
+    pub fn build(self) -> Result<Boomerang<D, C>> {
         let spec = self.denoiser.spec();
         self.sampler.validate(&self.schedule)?;
         self.clip.validate()?;
@@ -76,6 +104,14 @@ impl<D: Denoiser> BoomerangBuilder<D> {
             return Err(Error::Incompatible(
                 "Variance::Learned needs a denoiser that predicts its variance".into(),
             ));
+        }
+        if let Some(a) = self.final_alpha_bar {
+            if !(a > 0.0 && a <= 1.0) {
+                return Err(Error::param(
+                    "final_alpha_bar",
+                    format!("must lie in (0, 1], got {a}"),
+                ));
+            }
         }
         if let Spacing::Uniform(0) = self.spacing {
             return Err(Error::param("spacing", "Uniform(n) needs n >= 1"));
@@ -100,7 +136,9 @@ impl<D: Denoiser> BoomerangBuilder<D> {
         self.spacing.grid(&self.schedule, probe)?;
         Ok(Boomerang {
             denoiser: self.denoiser,
+            codec: self.codec,
             schedule: self.schedule,
+            final_alpha_bar: self.final_alpha_bar,
             sampler: self.sampler,
             spacing: self.spacing,
             clip: self.clip,
@@ -110,14 +148,19 @@ impl<D: Denoiser> BoomerangBuilder<D> {
     }
 }
 
-/// Everything a detailed run returns.
+/// Everything a detailed run returns. `sample` is an image; the other arrays are in the
+/// denoiser's space (the latents of a latent model; the images themselves for pixel models).
 #[derive(Debug, Clone)]
 pub struct BoomerangOutput {
-    /// The Boomerang sample `x̂`.
+    /// The Boomerang sample `x̂` (decoded by the codec).
     pub sample: Array4<f32>,
+    /// The reverse run's result in model space (`sample` before decoding).
+    pub model_sample: Array4<f32>,
+    /// The encoded input `x0` in model space (`None` when the run started from a given `x_t`).
+    pub encoded: Option<Array4<f32>>,
     /// The noised input `x_t` the reverse process started from.
     pub x_t: Array4<f32>,
-    /// The last prediction of `x0` (at the cleanest grid level).
+    /// The last prediction of `x0` (at the cleanest grid level), in model space.
     pub pred_x0: Array4<f32>,
     /// Where the run started.
     pub start: GridPoint,
@@ -143,9 +186,11 @@ pub struct BoomerangOutput {
 /// # Ok::<(), boomerang::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Boomerang<D> {
+pub struct Boomerang<D, C = Identity> {
     denoiser: D,
+    codec: C,
     schedule: NoiseSchedule,
+    final_alpha_bar: Option<f64>,
     sampler: Sampler,
     spacing: Spacing,
     clip: Clip,
@@ -158,7 +203,9 @@ impl<D: Denoiser> Boomerang<D> {
     pub fn builder(denoiser: D, schedule: impl Into<NoiseSchedule>) -> BoomerangBuilder<D> {
         BoomerangBuilder {
             denoiser,
+            codec: Identity,
             schedule: schedule.into(),
+            final_alpha_bar: None,
             sampler: Sampler::default(),
             spacing: Spacing::Full,
             clip: Clip::Off,
@@ -167,9 +214,17 @@ impl<D: Denoiser> Boomerang<D> {
         }
     }
 
+}
+
+impl<D: Denoiser, C: Codec> Boomerang<D, C> {
     /// The denoiser.
     pub fn denoiser(&self) -> &D {
         &self.denoiser
+    }
+
+    /// The codec (images <-> model space).
+    pub fn codec(&self) -> &C {
+        &self.codec
     }
 
     /// The schedule.
@@ -189,15 +244,18 @@ impl<D: Denoiser> Boomerang<D> {
         Ok(grid)
     }
 
-    /// Boomerang each image of the batch `x0` (NCHW, in the denoiser's data range) from `t`.
-    /// Item `i` draws its noise from stream `i` of one seed taken from `rng`.
+    /// Boomerang each image of the batch `x0` (NCHW, in the data range of
+    /// [`input`](crate::core::local::LocalSampler::input)) from `t`. Item `i` draws its noise
+    /// from stream `i` of one seed taken from `rng`.
     pub fn run<R: Rng + ?Sized>(&self, x0: ArrayView4<'_, f32>, t: TimeSpec, rng: &mut R) -> Result<Array4<f32>> {
         let mut noise = NoiseStreams::from_rng(rng, x0.dim().0);
         Ok(self.run_with(x0, t, &mut noise, None)?.sample)
     }
 
     /// The full form: explicit per-item noise streams (e.g. [`NoiseStreams::keyed`]) and an
-    /// optional per-step callback; returns `x_t` and the final `x̂0` too.
+    /// optional per-step callback; returns `x_t`, the model-space result and the final `x̂0`
+    /// too. Each item's stream supplies, in order, the codec's draws (a VAE posterior
+    /// sample), the forward noise `z` and the sampler's noise.
     pub fn run_with(
         &self,
         x0: ArrayView4<'_, f32>,
@@ -205,33 +263,70 @@ impl<D: Denoiser> Boomerang<D> {
         noise: &mut NoiseStreams,
         callback: Option<StepCallback<'_>>,
     ) -> Result<BoomerangOutput> {
-        self.denoiser.spec().check_batch(&x0, "x0")?;
-        if noise.len() != x0.dim().0 {
-            return Err(Error::Shape(format!(
-                "{} noise streams for a batch of {}",
-                noise.len(),
-                x0.dim().0
-            )));
-        }
+        self.run_inner(x0, t, None, noise, callback)
+    }
+
+    /// [`run_with`](Boomerang::run_with) with a forward noise `z` of your own (model-space
+    /// shape, e.g. the latents' for a latent model): `x_t = α_t·encode(x0) + σ_t·z`. The
+    /// streams still supply the codec's and the sampler's draws.
+    pub fn run_with_noise(
+        &self,
+        x0: ArrayView4<'_, f32>,
+        t: TimeSpec,
+        z: ArrayView4<'_, f32>,
+        noise: &mut NoiseStreams,
+        callback: Option<StepCallback<'_>>,
+    ) -> Result<BoomerangOutput> {
+        self.run_inner(x0, t, Some(z), noise, callback)
+    }
+
+    fn run_inner(
+        &self,
+        x0: ArrayView4<'_, f32>,
+        t: TimeSpec,
+        z: Option<ArrayView4<'_, f32>>,
+        noise: &mut NoiseStreams,
+        callback: Option<StepCallback<'_>>,
+    ) -> Result<BoomerangOutput> {
+        let spec = self.denoiser.spec();
+        self.codec.check_images(&x0, spec)?;
+        check_streams(noise, x0.dim().0)?;
         let grid = self.plan(t)?;
         let start = grid[0];
-        let (_, c, h, w) = x0.dim();
-        let mut x_t = noise.normal((c, h, w))?;
+        let encoded = self.codec.encode(x0, noise)?;
+        spec.check_batch(&encoded.view(), "encoded x0")?;
+        let (_, c, h, w) = encoded.dim();
+        let mut x_t = match z {
+            Some(z) => {
+                if z.dim() != encoded.dim() {
+                    return Err(Error::Shape(format!(
+                        "forward noise of shape {:?} for model-space inputs of shape {:?}",
+                        z.shape(),
+                        encoded.shape()
+                    )));
+                }
+                spec.check_batch(&z, "forward noise")?;
+                z.to_owned()
+            }
+            None => noise.normal((c, h, w))?,
+        };
         let (a, s) = (start.level.alpha as f32, start.level.sigma as f32);
-        Zip::from(&mut x_t).and(&x0).par_for_each(|z, &x| *z = a * x + s * *z);
-        let out = self.reverse(x_t.clone(), &grid, noise, callback)?;
+        Zip::from(&mut x_t).and(&encoded).par_for_each(|z, &x| *z = a * x + s * *z);
+        let (model_sample, pred_x0) = self.reverse(x_t.clone(), &grid, noise, callback)?;
         Ok(BoomerangOutput {
-            sample: out.0,
+            sample: self.codec.decode(model_sample.view())?,
+            model_sample,
+            encoded: Some(encoded),
             x_t,
-            pred_x0: out.1,
+            pred_x0,
             start,
             steps: grid.len(),
         })
     }
 
-    /// The reverse half alone: run from a given `x_t` (e.g. one noised with a noise of your
-    /// own, or a stored one) at level `t`. [`run_with`](Boomerang::run_with) is
-    /// `x_t = α_t·x0 + σ_t·z` followed by this.
+    /// The reverse half alone: run from a given `x_t` in model space (e.g. one noised with
+    /// a noise of your own, or a stored one) at level `t`, and decode.
+    /// [`run_with`](Boomerang::run_with) is `x_t = α_t·encode(x0) + σ_t·z` followed by this.
     pub fn reverse_from(
         &self,
         x_t: ArrayView4<'_, f32>,
@@ -240,17 +335,13 @@ impl<D: Denoiser> Boomerang<D> {
         callback: Option<StepCallback<'_>>,
     ) -> Result<BoomerangOutput> {
         self.denoiser.spec().check_batch(&x_t, "x_t")?;
-        if noise.len() != x_t.dim().0 {
-            return Err(Error::Shape(format!(
-                "{} noise streams for a batch of {}",
-                noise.len(),
-                x_t.dim().0
-            )));
-        }
+        check_streams(noise, x_t.dim().0)?;
         let grid = self.plan(t)?;
-        let (sample, pred_x0) = self.reverse(x_t.to_owned(), &grid, noise, callback)?;
+        let (model_sample, pred_x0) = self.reverse(x_t.to_owned(), &grid, noise, callback)?;
         Ok(BoomerangOutput {
-            sample,
+            sample: self.codec.decode(model_sample.view())?,
+            model_sample,
+            encoded: None,
             x_t: x_t.to_owned(),
             pred_x0,
             start: grid[0],
@@ -259,7 +350,8 @@ impl<D: Denoiser> Boomerang<D> {
     }
 
     /// Sample from the prior at the noisiest level (`x ~ N(0, (α²+σ²)·I)` at `t = 1`) and run
-    /// the whole reverse process: a global sample, for comparison with local ones.
+    /// the whole reverse process: a global sample, for comparison with local ones. `shape`
+    /// is the model-space shape (the latents' for a latent model); the result is decoded.
     pub fn generate<R: Rng + ?Sized>(&self, shape: (usize, usize, usize, usize), rng: &mut R) -> Result<Array4<f32>> {
         let (n, c, h, w) = shape;
         let mut noise = NoiseStreams::from_rng(rng, n);
@@ -268,7 +360,8 @@ impl<D: Denoiser> Boomerang<D> {
         let scale = level.alpha.hypot(level.sigma) as f32;
         let x = noise.normal((c, h, w))?.mapv_into(|v| v * scale);
         self.denoiser.spec().check_batch(&x.view(), "prior sample")?;
-        Ok(self.reverse(x, &grid, &mut noise, None)?.0)
+        let out = self.reverse(x, &grid, &mut noise, None)?.0;
+        self.codec.decode(out.view())
     }
 
     fn reverse(
@@ -293,9 +386,22 @@ impl<D: Denoiser> Boomerang<D> {
             want_variance: self.sampler.needs_learned_variance(),
         };
         let mut model = |x: ArrayView4<'_, f32>, p: &GridPoint| eval.predict(x, p);
-        let out = self.sampler.run(&mut model, x, grid, noise, callback)?;
+        let terminal = self.final_alpha_bar.map(|a| GridPoint {
+            time: -1.0,
+            level: crate::schedule::NoiseLevel::vp(a),
+        });
+        let out = self
+            .sampler
+            .run_until(&mut model, x, grid, terminal.as_ref(), noise, callback)?;
         Ok((out.prev_sample, out.pred_x0))
     }
+}
+
+fn check_streams(noise: &NoiseStreams, n: usize) -> Result<()> {
+    if noise.len() != n {
+        return Err(Error::Shape(format!("{} noise streams for a batch of {n}", noise.len())));
+    }
+    Ok(())
 }
 
 /// Boomerang with the paper's defaults (DDPM ancestral, every step from `t`): one call.

@@ -298,6 +298,30 @@ impl<D: Denoiser + ?Sized> Denoiser for Box<D> {
     }
 }
 
+impl<D: Denoiser + ?Sized> Denoiser for std::sync::Arc<D> {
+    fn spec(&self) -> &DenoiserSpec {
+        (**self).spec()
+    }
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        (**self).predict(x, times, condition)
+    }
+    fn predict_variance(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
+        (**self).predict_variance(x, times, condition)
+    }
+}
+
+impl<D: Denoiser + ?Sized> Denoiser for std::rc::Rc<D> {
+    fn spec(&self) -> &DenoiserSpec {
+        (**self).spec()
+    }
+    fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
+        (**self).predict(x, times, condition)
+    }
+    fn predict_variance(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
+        (**self).predict_variance(x, times, condition)
+    }
+}
+
 /// The per-item times of a batch of `n`: `times` itself when it has `n` entries, its one
 /// entry repeated otherwise. Errors for any other length and for non-finite times.
 ///

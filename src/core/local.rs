@@ -1,20 +1,47 @@
 //! What the applications drive: a [`LocalSampler`] maps a batch of images to Boomerang
 //! samples at `t`, drawing all its randomness from per-item [`NoiseStreams`].
 //!
-//! - Every [`Boomerang`] runner is one (pixel-space models: DDPM, the analytic denoisers, any
-//!   [`Denoiser`]);
-//! - with the `tch` feature, `StableDiffusionSampler` is one too (Boomerang in Stable
-//!   Diffusion's latent space: VAE encode, noise at `t`, guided reverse process, decode).
+//! Every [`Boomerang`] runner is one, pixel-space (DDPM, Patched Diffusion, NCSN++, the
+//! analytic denoisers, any [`Denoiser`]) or latent (Stable Diffusion: a runner with a VAE
+//! [`Codec`]); the model registry (`models::registry`) loads any checkpoint as one.
 //!
 //! [`crate::apps::enhance`], [`crate::apps::augment`] and [`crate::apps::anonymize`] take any `LocalSampler`
 //! (also as `&dyn LocalSampler`), so a new model family plugs into all of them at once.
 
 use ndarray::{Array4, ArrayView4};
 
-use crate::apps::dataset::ModelInput;
+use crate::core::codec::Codec;
+use crate::core::denoiser::DenoiserSpec;
+use crate::DataRange;
 use crate::core::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Boomerang, Denoiser, Result};
+
+/// What a model takes, for [`load_for_model`](crate::apps::dataset::load_for_model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInput {
+    /// Channels (1 or 3).
+    pub channels: usize,
+    /// Fixed `(height, width)`, if any.
+    pub size: Option<(usize, usize)>,
+    /// Without a fixed size, sides must be multiples of this (1: any size; 8 for Stable
+    /// Diffusion's VAE).
+    pub multiple: usize,
+    /// The model's data range.
+    pub range: DataRange,
+}
+
+impl ModelInput {
+    /// From a denoiser's spec; a model with no fixed channel count gets RGB.
+    pub fn from_spec(spec: &DenoiserSpec) -> Self {
+        Self {
+            channels: spec.channels.unwrap_or(3),
+            size: spec.image_size,
+            multiple: 1,
+            range: spec.data_range,
+        }
+    }
+}
 
 /// Boomerang on images: noise to `t`, run back, with per-item noise streams.
 pub trait LocalSampler {
@@ -30,9 +57,9 @@ pub trait LocalSampler {
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>>;
 }
 
-impl<D: Denoiser> LocalSampler for Boomerang<D> {
+impl<D: Denoiser, C: Codec> LocalSampler for Boomerang<D, C> {
     fn input(&self) -> ModelInput {
-        ModelInput::from_spec(self.denoiser().spec())
+        self.codec().input(self.denoiser().spec())
     }
 
     fn start_time(&self, t: TimeSpec) -> Result<f64> {
@@ -66,73 +93,5 @@ impl<S: LocalSampler + ?Sized> LocalSampler for Box<S> {
     }
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
         (**self).sample(images, t, noise)
-    }
-}
-
-#[cfg(feature = "tch")]
-pub use sd::StableDiffusionSampler;
-
-#[cfg(feature = "tch")]
-mod sd {
-    use ndarray::{Array4, ArrayView4};
-
-    use super::LocalSampler;
-    use crate::apps::dataset::ModelInput;
-    use crate::core::noise::NoiseStreams;
-    use crate::models::stable_diffusion::{SdBoomerangParams, StableDiffusion};
-    use crate::schedule::{NoiseSchedule, TimeSpec};
-    use crate::{DataRange, Result};
-
-    /// Stable Diffusion as a [`LocalSampler`]: [`StableDiffusion::boomerang_images`] with fixed
-    /// prompts, guidance, sampler and grid; `t` comes from each call. Images are RGB in
-    /// `[-1, 1]` with sides that are multiples of the VAE's factor (8 for SD).
-    pub struct StableDiffusionSampler<'a> {
-        sd: &'a StableDiffusion,
-        params: SdBoomerangParams,
-    }
-
-    impl<'a> StableDiffusionSampler<'a> {
-        /// Wrap a loaded pipeline with the settings of every run (`params.t` is ignored:
-        /// each call gives its own). One prompt applies to every image.
-        pub fn new(sd: &'a StableDiffusion, params: SdBoomerangParams) -> Result<Self> {
-            if params.prompts.len() != 1 {
-                return Err(crate::Error::param(
-                    "prompts",
-                    "a StableDiffusionSampler uses one prompt for every image",
-                ));
-            }
-            Ok(Self { sd, params })
-        }
-
-        /// The settings.
-        pub fn params(&self) -> &SdBoomerangParams {
-            &self.params
-        }
-    }
-
-    impl LocalSampler for StableDiffusionSampler<'_> {
-        fn input(&self) -> ModelInput {
-            ModelInput {
-                channels: 3,
-                size: None,
-                multiple: self.sd.latent_factor(),
-                range: DataRange::MinusOneToOne,
-            }
-        }
-
-        fn start_time(&self, t: TimeSpec) -> Result<f64> {
-            let schedule = NoiseSchedule::from(self.sd.schedule());
-            let start = schedule.start(t)?;
-            self.params.spacing.grid(&schedule, start)?;
-            Ok(start.time)
-        }
-
-        fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
-            let params = SdBoomerangParams {
-                t,
-                ..self.params.clone()
-            };
-            Ok(self.sd.boomerang_images(images, &params, noise, None)?.images)
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! seam the applications drive.
 
 pub(crate) mod boomerang;
+pub mod codec;
 pub mod denoiser;
 pub mod guidance;
 pub mod local;

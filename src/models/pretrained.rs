@@ -79,3 +79,33 @@ pub fn shapes32(device: Device, kind: Kind) -> Result<DdpmUNet> {
 pub fn shapes32_denoiser(device: Device) -> Result<TchDenoiser<DdpmUNet>> {
     Ok(TchDenoiser::new(shapes32(device, Kind::Float)?))
 }
+
+/// `builtin:shapes32` through the model registry: DDPM's sampler over every training step
+/// with `x̂0` clipped, like any DDPM checkpoint.
+pub(crate) fn load_sampler(options: &crate::models::ModelOptions) -> Result<crate::models::LoadedModel> {
+    use crate::models::family::{Family, ModelDescription, SamplingDefaults};
+    options.refuse(
+        "shapes32",
+        &["prompt", "negative_prompt", "guidance", "latent", "classes", "classifier", "second", "config"],
+    )?;
+    let unet = shapes32(
+        crate::models::parse_device(&options.device)?,
+        crate::models::parse_kind(&options.dtype)?,
+    )?;
+    let mut description = ModelDescription::new(Family::Ddpm, format!("builtin:{SHAPES32}"));
+    let defaults = SamplingDefaults {
+        sampler: crate::Sampler::ddpm(),
+        spacing: crate::Spacing::Full,
+        clip: crate::Clip::Range,
+    };
+    let (sampler, spacing, clip) = defaults.resolve(options, &mut description);
+    let runner = crate::Boomerang::builder(TchDenoiser::new(unet).with_max_batch(options.max_batch)?, shapes32_schedule()?)
+        .sampler(sampler)
+        .spacing(spacing)
+        .clip(clip)
+        .build()?;
+    Ok(crate::models::LoadedModel {
+        sampler: Box::new(runner),
+        description,
+    })
+}

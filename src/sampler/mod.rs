@@ -150,6 +150,28 @@ impl Sampler {
         }
     }
 
+    /// A short name: `ddpm`, `ddim`, `pc`, `pndm`, `euler`, `euler-a`, `dpmpp2m` (the
+    /// command line's `--sampler` values; manifests record it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sampler::Ddpm { .. } => "ddpm",
+            Sampler::Ddim { .. } => "ddim",
+            Sampler::PredictorCorrector { .. } => "pc",
+            Sampler::Pndm => "pndm",
+            Sampler::Euler => "euler",
+            Sampler::EulerAncestral => "euler-a",
+            Sampler::DpmSolverPp2M => "dpmpp2m",
+        }
+    }
+
+    /// Whether the sampler fits a schedule of this kind (VP or VE).
+    pub fn fits(&self, kind: ProcessKind) -> bool {
+        match self {
+            Sampler::PredictorCorrector { .. } => kind == ProcessKind::VarianceExploding,
+            _ => kind == ProcessKind::VariancePreserving,
+        }
+    }
+
     /// Check parameters and that the sampler fits the schedule.
     pub fn validate(&self, schedule: &NoiseSchedule) -> Result<()> {
         match *self {
@@ -221,20 +243,35 @@ impl Sampler {
         }
     }
 
-    /// Run the whole grid from `x` (the sample at `grid[0]`). Returns the final sample and
-    /// the last `x̂0` prediction.
+    /// Run the whole grid from `x` (the sample at `grid[0]`) into the clean data. Returns
+    /// the final sample and the last `x̂0` prediction.
     pub fn run(
+        &self,
+        model: &mut Model<'_>,
+        x: Array4<f32>,
+        grid: &[GridPoint],
+        noise: &mut NoiseStreams,
+        callback: Option<StepCallback<'_>>,
+    ) -> Result<StepOutput> {
+        self.run_until(model, x, grid, None, noise, callback)
+    }
+
+    /// [`run`](Sampler::run) whose last step goes to `terminal` instead of the clean data
+    /// (`None`): diffusers' `set_alpha_to_one = false` ends at `ᾱ_0`.
+    pub fn run_until(
         &self,
         model: &mut Model<'_>,
         mut x: Array4<f32>,
         grid: &[GridPoint],
+        terminal: Option<&GridPoint>,
         noise: &mut NoiseStreams,
         mut callback: Option<StepCallback<'_>>,
     ) -> Result<StepOutput> {
         let mut pred_x0 = None;
         let mut state = SamplerState::default();
         for (i, from) in grid.iter().enumerate() {
-            let out = self.step(model, x.view(), from, grid.get(i + 1), noise, &mut state)?;
+            let to = grid.get(i + 1).or(terminal);
+            let out = self.step(model, x.view(), from, to, noise, &mut state)?;
             if let Some(cb) = callback.as_mut() {
                 cb(&StepInfo {
                     index: i,

@@ -15,7 +15,7 @@ pub enum FastDpmKind {
 /// Which grid a reverse run uses. Every grid starts exactly at Boomerang's `t` (the level
 /// the forward noise was drawn at) and descends to the cleanest level; its cost is
 /// proportional to `t`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Spacing {
     /// Every training step from `t` down to 0 (the model's unmodified reverse process);
     /// for an SDE, its `N` discretisation steps over `[ε, 1]`.
@@ -40,19 +40,79 @@ pub enum Spacing {
         /// Linear or quadratic `η`.
         kind: FastDpmKind,
     },
+    /// An explicit list of training steps (any order; duplicates dropped): the grid is `t`
+    /// followed by the listed steps below `t`, descending. [`Spacing::diffusers`] makes the
+    /// list diffusers' schedulers walk, so a diffusers img2img run can be reproduced step
+    /// for step.
+    Steps(Vec<usize>),
 }
 
 impl Spacing {
+    /// The steps diffusers' `set_timesteps(steps)` picks out of `num_train` training steps
+    /// with `timestep_spacing` (`"leading"` plus `steps_offset`, `"trailing"` or
+    /// `"linspace"`), as [`Spacing::Steps`].
+    ///
+    /// ```
+    /// use boomerang::Spacing;
+    /// // Stable Diffusion 1.5's DDIM/PNDM with 10 steps: leading spacing, steps_offset 1.
+    /// assert_eq!(
+    ///     Spacing::diffusers(1000, 10, "leading", 1)?,
+    ///     Spacing::Steps(vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1])
+    /// );
+    /// assert_eq!(Spacing::diffusers(1000, 4, "trailing", 0)?, Spacing::Steps(vec![999, 749, 499, 249]));
+    /// assert_eq!(Spacing::diffusers(1000, 3, "linspace", 0)?, Spacing::Steps(vec![999, 500, 0]));
+    /// # Ok::<(), boomerang::Error>(())
+    /// ```
+    pub fn diffusers(num_train: usize, steps: usize, timestep_spacing: &str, steps_offset: usize) -> Result<Self> {
+        if steps == 0 || steps > num_train {
+            return Err(Error::param(
+                "steps",
+                format!("must lie in 1..={num_train} (the training steps), got {steps}"),
+            ));
+        }
+        let list: Vec<usize> = match timestep_spacing {
+            "leading" => {
+                let ratio = num_train / steps;
+                (0..steps).rev().map(|i| i * ratio + steps_offset).collect()
+            }
+            "trailing" => {
+                // np.round(np.arange(T, 0, -T/steps)) - 1
+                let ratio = num_train as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| round_half_even(num_train as f64 - i as f64 * ratio) as usize - 1)
+                    .collect()
+            }
+            "linspace" => linspace(0.0, (num_train - 1) as f64, steps)
+                .into_iter()
+                .rev()
+                .map(|v| round_half_even(v) as usize)
+                .collect(),
+            other => {
+                return Err(Error::param(
+                    "timestep_spacing",
+                    format!("`{other}` is not one of leading, trailing, linspace"),
+                ))
+            }
+        };
+        if let Some(&bad) = list.iter().find(|&&s| s >= num_train) {
+            return Err(Error::param(
+                "steps_offset",
+                format!("step {bad} lies past the {num_train} training steps"),
+            ));
+        }
+        Ok(Spacing::Steps(list))
+    }
+
     /// The grid from `start` (as returned by [`NoiseSchedule::start`]) to the cleanest level.
     pub fn grid(&self, schedule: &NoiseSchedule, start: GridPoint) -> Result<Vec<GridPoint>> {
-        match (*self, schedule) {
+        match (self, schedule) {
             (Spacing::Full, NoiseSchedule::Discrete(_)) => {
                 let s = start_step(start)?;
                 (0..=s).rev().map(|k| point(schedule, k as f64)).collect()
             }
             (Spacing::Full, _) => continuous_grid(schedule, start, schedule.num_steps()),
-            (Spacing::Uniform(n), _) if n == 0 => Err(Error::param("steps", "Uniform(n) needs n >= 1")),
-            (Spacing::Uniform(n), NoiseSchedule::Discrete(d)) => {
+            (&Spacing::Uniform(n), _) if n == 0 => Err(Error::param("steps", "Uniform(n) needs n >= 1")),
+            (&Spacing::Uniform(n), NoiseSchedule::Discrete(d)) => {
                 let s = start_step(start)?;
                 let span = (d.num_steps() - 1) as f64;
                 let k = (((n - 1) as f64 * s as f64 / span).round() as usize + 1).min(s + 1);
@@ -66,8 +126,8 @@ impl Spacing {
                     })
                     .collect()
             }
-            (Spacing::Uniform(n), _) => continuous_grid(schedule, start, n),
-            (Spacing::FastDpmStep { steps, kind }, NoiseSchedule::Discrete(d)) => {
+            (&Spacing::Uniform(n), _) => continuous_grid(schedule, start, n),
+            (&Spacing::FastDpmStep { steps, kind }, NoiseSchedule::Discrete(d)) => {
                 let s = start_step(start)?;
                 let mut taus = fastdpm_step_taus(d.num_steps(), steps, kind)?;
                 taus.dedup();
@@ -77,7 +137,7 @@ impl Spacing {
                 }
                 Ok(grid)
             }
-            (Spacing::FastDpmVar { steps, kind }, NoiseSchedule::Discrete(d)) => {
+            (&Spacing::FastDpmVar { steps, kind }, NoiseSchedule::Discrete(d)) => {
                 start_step(start)?;
                 let a_start = start.level.alpha_bar();
                 let betas = fastdpm_var_betas(d, steps, kind)?;
@@ -96,10 +156,41 @@ impl Spacing {
                 }
                 Ok(grid)
             }
-            (Spacing::FastDpmStep { .. } | Spacing::FastDpmVar { .. }, _) => Err(Error::Incompatible(
-                "FastDPM's STEP and VAR grids are defined for discrete schedules only".into(),
-            )),
+            (Spacing::Steps(list), NoiseSchedule::Discrete(d)) => {
+                let s = start_step(start)?;
+                if let Some(&bad) = list.iter().find(|&&k| k >= d.num_steps()) {
+                    return Err(Error::param(
+                        "steps",
+                        format!("step {bad} lies past the schedule's {} training steps", d.num_steps()),
+                    ));
+                }
+                let mut below: Vec<usize> = list.iter().copied().filter(|&k| k < s).collect();
+                below.sort_unstable_by(|a, b| b.cmp(a));
+                below.dedup();
+                let mut grid = vec![start];
+                for k in below {
+                    grid.push(point(schedule, k as f64)?);
+                }
+                Ok(grid)
+            }
+            (Spacing::FastDpmStep { .. } | Spacing::FastDpmVar { .. } | Spacing::Steps(_), _) => {
+                Err(Error::Incompatible(
+                    "FastDPM's STEP and VAR grids and explicit step lists are defined for discrete \
+                     schedules only"
+                        .into(),
+                ))
+            }
         }
+    }
+}
+
+/// numpy's `round` (half to even), which diffusers' spacings use.
+fn round_half_even(v: f64) -> f64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - v.signum()
+    } else {
+        r
     }
 }
 

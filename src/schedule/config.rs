@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::DiscreteSchedule;
+use super::{DiscreteSchedule, SchedulerConfig};
 use crate::{Error, Result};
 
 /// A named beta schedule: what training uses and what a model folder records.
@@ -150,47 +150,7 @@ impl BetaSchedule {
     /// Read diffusers' `scheduler_config.json` text. Missing fields take diffusers'
     /// defaults (linear, 1000 steps, 1e-4..0.02); other schedules are an error.
     pub fn from_scheduler_config(text: &str) -> Result<Self> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("not JSON: {e}")))?;
-        let number = |key: &str, default: f64| -> Result<f64> {
-            match v.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(default),
-                Some(x) => x
-                    .as_f64()
-                    .ok_or_else(|| Error::InvalidInput(format!("`{key}` must be a number, got {x}"))),
-            }
-        };
-        let steps = number("num_train_timesteps", 1000.0)?;
-        if !(steps >= 2.0 && steps.fract() == 0.0) {
-            return Err(Error::InvalidInput(format!(
-                "`num_train_timesteps` must be a whole number ≥ 2, got {steps}"
-            )));
-        }
-        let num_train_timesteps = steps as usize;
-        let (beta_start, beta_end) = (number("beta_start", 1e-4)?, number("beta_end", 0.02)?);
-        if v.get("trained_betas").is_some_and(|b| !b.is_null()) {
-            return Err(Error::InvalidInput(
-                "`trained_betas` schedules are not supported".into(),
-            ));
-        }
-        let schedule = match v.get("beta_schedule").and_then(|s| s.as_str()).unwrap_or("linear") {
-            "linear" => BetaSchedule::Linear {
-                num_train_timesteps,
-                beta_start,
-                beta_end,
-            },
-            "scaled_linear" => BetaSchedule::ScaledLinear {
-                num_train_timesteps,
-                beta_start,
-                beta_end,
-            },
-            "squaredcos_cap_v2" => BetaSchedule::Cosine { num_train_timesteps },
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "beta_schedule `{other}` is not supported (linear, scaled_linear, squaredcos_cap_v2)"
-                )))
-            }
-        };
+        let schedule = SchedulerConfig::from_json(text)?.beta_schedule()?;
         schedule.build()?;
         Ok(schedule)
     }
@@ -198,8 +158,11 @@ impl BetaSchedule {
     /// Read `dir/scheduler_config.json`.
     pub fn read(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().join("scheduler_config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        Self::from_scheduler_config(&text).map_err(|e| Error::checkpoint(&path, e.to_string()))
+        let schedule = SchedulerConfig::read(&path)?
+            .beta_schedule()
+            .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+        schedule.build().map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+        Ok(schedule)
     }
 
     /// diffusers' `DDPMScheduler` config for this schedule (ε-prediction, fixed-small

@@ -4,12 +4,14 @@
 mod config;
 mod discrete;
 mod level;
+mod scheduler_config;
 mod sde;
 
 pub use config::BetaSchedule;
 pub use discrete::DiscreteSchedule;
 pub(crate) use discrete::{linspace, posterior_mean_coefs};
 pub use level::NoiseLevel;
+pub use scheduler_config::{SchedulerConfig, MAX_TRAIN_TIMESTEPS};
 pub use sde::{VeSde, VpSde};
 
 use crate::{Error, Result};

@@ -218,11 +218,11 @@ fn ddim_with_oracle_epsilon_recovers_x0() {
     ];
     for (spacing, sampler) in [Spacing::Full, Spacing::Uniform(50)]
         .into_iter()
-        .flat_map(|sp| deterministic.map(|sa| (sp, sa)))
+        .flat_map(|sp| deterministic.map(|sa| (sp.clone(), sa)))
     {
         let runner = Boomerang::builder(&oracle, sched.clone())
             .sampler(sampler)
-            .spacing(spacing)
+            .spacing(spacing.clone())
             .build()
             .unwrap();
         for t in [0.3, 1.0] {

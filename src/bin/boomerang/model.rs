@@ -327,7 +327,7 @@ fn pixel_runner(
     let spacing = args.spacing_for(Spacing::Full)?;
     let runner = Boomerang::builder(denoiser, schedule)
         .sampler(sampler)
-        .spacing(spacing)
+        .spacing(spacing.clone())
         .clip_denoised(args.clip_denoised.unwrap_or(clip_by_default))
         .build()?;
     let mut settings = settings(which, args, spacing);

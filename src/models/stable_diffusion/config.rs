@@ -698,99 +698,6 @@ impl ClipTextConfig {
     }
 }
 
-fn d_steps() -> usize {
-    1000
-}
-fn d_beta_start() -> f64 {
-    0.0001
-}
-fn d_beta_end() -> f64 {
-    0.02
-}
-fn d_linear() -> String {
-    "linear".into()
-}
-fn d_epsilon() -> String {
-    "epsilon".into()
-}
-
-/// `scheduler/scheduler_config.json`: the training noise schedule and what the UNet predicts.
-///
-/// Only the training-time settings are used; inference-time ones (`steps_offset`,
-/// `timestep_spacing`, `set_alpha_to_one`, the scheduler class itself) are replaced by the
-/// crate's own grids ([`Spacing`](crate::Spacing)), which start exactly at Boomerang's `t`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SchedulerConfig {
-    /// The diffusers scheduler class (informational).
-    #[serde(default, rename = "_class_name")]
-    pub class_name: Option<String>,
-    /// Training steps `T`.
-    #[serde(default = "d_steps")]
-    pub num_train_timesteps: usize,
-    /// First beta.
-    #[serde(default = "d_beta_start")]
-    pub beta_start: f64,
-    /// Last beta.
-    #[serde(default = "d_beta_end")]
-    pub beta_end: f64,
-    /// `linear`, `scaled_linear` or `squaredcos_cap_v2`.
-    #[serde(default = "d_linear")]
-    pub beta_schedule: String,
-    /// Explicit betas (override `beta_schedule`).
-    #[serde(default)]
-    pub trained_betas: Option<Vec<f64>>,
-    /// `epsilon`, `v_prediction` or `sample`.
-    #[serde(default = "d_epsilon")]
-    pub prediction_type: String,
-    /// Zero terminal SNR rescaling (refused: `ᾱ_{T−1} = 0` has no Boomerang start there).
-    #[serde(default)]
-    pub rescale_betas_zero_snr: bool,
-}
-
-impl SchedulerConfig {
-    /// Parse `scheduler_config.json` text.
-    pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::param("scheduler config", format!("invalid JSON: {e}")))
-    }
-
-    /// Read `scheduler/scheduler_config.json`.
-    pub fn load(path: &Path) -> Result<Self> {
-        read_json(path)
-    }
-
-    /// The network's parameterization.
-    pub fn parameterization(&self) -> Result<crate::Parameterization> {
-        match self.prediction_type.as_str() {
-            "epsilon" => Ok(crate::Parameterization::Epsilon),
-            "v_prediction" => Ok(crate::Parameterization::VPrediction),
-            "sample" => Ok(crate::Parameterization::Sample),
-            other => Err(unsupported("prediction_type", other)),
-        }
-    }
-
-    /// The training noise schedule.
-    pub fn schedule(&self) -> Result<crate::schedule::DiscreteSchedule> {
-        use crate::schedule::DiscreteSchedule;
-        if self.rescale_betas_zero_snr {
-            return Err(Error::Incompatible(
-                "rescale_betas_zero_snr gives ᾱ = 0 at the last step, which this crate's discrete \
-                 schedules refuse; the model's schedule cannot be reproduced"
-                    .into(),
-            ));
-        }
-        if let Some(b) = &self.trained_betas {
-            return DiscreteSchedule::from_betas(b.clone());
-        }
-        let t = self.num_train_timesteps;
-        match self.beta_schedule.as_str() {
-            "linear" => DiscreteSchedule::linear(t, self.beta_start, self.beta_end),
-            "scaled_linear" => DiscreteSchedule::scaled_linear(t, self.beta_start, self.beta_end),
-            "squaredcos_cap_v2" => DiscreteSchedule::cosine(t, 0.008, 0.999),
-            other => Err(unsupported("beta_schedule", other)),
-        }
-    }
-}
-
 /// A special token in `tokenizer_config.json` / `special_tokens_map.json`: a plain string or
 /// an `AddedToken` object.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -1005,18 +912,6 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("addition_embed_type"));
         let bad = UNetConfig::from_json(r#"{"attention_head_dim": [5, 10]}"#).unwrap();
         assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn scheduler_settings() {
-        let s = SchedulerConfig::from_json(
-            r#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "v_prediction"}"#,
-        )
-        .unwrap();
-        assert_eq!(s.parameterization().unwrap(), crate::Parameterization::VPrediction);
-        assert_eq!(s.schedule().unwrap().num_steps(), 1000);
-        let s = SchedulerConfig::from_json(r#"{"beta_schedule": "exotic"}"#).unwrap();
-        assert!(s.schedule().is_err());
     }
 }
 

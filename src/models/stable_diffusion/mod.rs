@@ -20,20 +20,20 @@
 //! [`StableDiffusion`] is a [`Denoiser`] of latents: it predicts what the scheduler config's
 //! `prediction_type` says (ε for SD1.x and SD2-base, v for SD2 768-v), takes the float
 //! training step ([`ContinuousStep`](crate::TimeInput::ContinuousStep)) and text
-//! embeddings as [`Condition::Text`]. [`StableDiffusion::boomerang_images`] runs the job:
-//! image → VAE latent → noise exactly at `t` → the core's reverse process with
-//! classifier-free guidance → VAE decode.
+//! embeddings as [`Condition::Text`]. Boomerang on images is the core's runner with the VAE
+//! as its codec ([`LatentCodec`]): [`StableDiffusion::boomerang`] sets it up (image → VAE
+//! latent → noise exactly at `t` → guided reverse process → VAE decode).
 //!
 //! ```no_run
-//! use boomerang::models::stable_diffusion::{SdBoomerangParams, SdOptions, StableDiffusion};
-//! use boomerang::{image_io, DataRange, NoiseStreams};
+//! use boomerang::models::stable_diffusion::{LatentMode, SdOptions, StableDiffusion, TextPrompt};
+//! use boomerang::{image_io, DataRange, NoiseStreams, TimeSpec};
 //!
 //! let sd = StableDiffusion::load("stable-diffusion-v1-5", &SdOptions::default())?;
+//! let runner = StableDiffusion::boomerang(&sd, &TextPrompt::new("a photo of a cat"), LatentMode::Mode)?.build()?;
 //! let x0 = image_io::load_image("cat.png", image_io::ColorMode::Rgb, DataRange::MinusOneToOne)?;
-//! let params = SdBoomerangParams::new(0.5, "a photo of a cat");
 //! let mut noise = NoiseStreams::keyed(42, &[0]);
-//! let out = sd.boomerang_images(x0.view(), &params, &mut noise, None)?;
-//! image_io::save_image("cat_boomerang.png", out.images.index_axis(ndarray::Axis(0), 0), DataRange::MinusOneToOne)?;
+//! let out = runner.run_with(x0.view(), TimeSpec::fraction(0.5), &mut noise, None)?;
+//! image_io::save_image("cat_boomerang.png", out.sample.index_axis(ndarray::Axis(0), 0), DataRange::MinusOneToOne)?;
 //! # Ok::<(), boomerang::Error>(())
 //! ```
 
@@ -41,41 +41,36 @@ mod attention;
 pub mod clip;
 pub mod config;
 pub mod embeddings;
+mod loader;
 mod resnet;
 pub mod tokenizer;
 pub mod unet;
 mod unet_blocks;
 pub mod vae;
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip};
 use tch::{Device, Kind, Tensor};
 
+pub(crate) use loader::load_sampler;
 pub use clip::ClipTextModel;
-pub use config::{ClipTextConfig, ModelIndex, SchedulerConfig, TokenizerConfig, UNetConfig, VaeConfig};
+pub use config::{ClipTextConfig, ModelIndex, TokenizerConfig, UNetConfig, VaeConfig};
 pub use tokenizer::ClipTokenizer;
 pub use unet::UNet2DConditionModel;
 pub use vae::AutoencoderKL;
 
+use crate::checkpoint::diffusers::find_weights;
 use crate::checkpoint::{load_state_dict, StateDict};
 use crate::models::{check_device, check_kind, guard_panics, TchDenoiser, DEFAULT_MAX_BATCH};
-use crate::sampler::StepCallback;
-use crate::schedule::{DiscreteSchedule, GridPoint};
-use crate::{Boomerang, Condition, Denoiser, DenoiserSpec, Error, NoiseStreams, Result, Sampler, Spacing, TimeSpec};
+use crate::core::codec::Codec;
+use crate::core::local::ModelInput;
+use crate::BoomerangBuilder;
+use crate::schedule::{DiscreteSchedule, SchedulerConfig};
+use crate::{Boomerang, Condition, DataRange, Denoiser, DenoiserSpec, Error, NoiseStreams, Result, Sampler, Spacing};
 
-/// Which weight files to read from each component folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WeightsVariant {
-    /// The file matching the compute kind (`.fp16` for f16, the full file otherwise),
-    /// falling back to the other one.
-    #[default]
-    Auto,
-    /// Only the full-precision files (`diffusion_pytorch_model.safetensors`, ...).
-    Full,
-    /// Only the `.fp16` variant files.
-    Fp16,
-}
+pub use crate::checkpoint::diffusers::WeightsVariant;
 
 /// How to load a Stable Diffusion folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,16 +103,7 @@ impl Default for SdOptions {
     }
 }
 
-/// How an image becomes a latent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LatentMode {
-    /// The posterior mean (what the Boomerang notebook uses): deterministic.
-    #[default]
-    Mode,
-    /// A posterior sample `mean + std·z`, `z` drawn from the caller's noise streams
-    /// (diffusers' img2img default).
-    Sample,
-}
+pub use crate::core::codec::LatentMode;
 
 /// The VAE posterior of a batch, in the VAE's own (unscaled) latent space.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,12 +138,9 @@ impl LatentPosterior {
     }
 }
 
-/// Settings of [`StableDiffusion::boomerang_images`].
+/// Classifier-free guided text conditioning of a Stable Diffusion run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SdBoomerangParams {
-    /// How far to push the latents off the manifold (a fraction of the 1000 training steps
-    /// or a step).
-    pub t: TimeSpec,
+pub struct TextPrompt {
     /// One prompt for all images or one per image.
     pub prompts: Vec<String>,
     /// Negative prompts (one, or one per image); empty means the empty prompt, the usual
@@ -165,45 +148,61 @@ pub struct SdBoomerangParams {
     pub negative_prompts: Vec<String>,
     /// Classifier-free guidance scale (default 7.5; 1 runs the conditional model only).
     pub guidance_scale: f64,
-    /// How images become latents (default: the posterior mode, as the Boomerang notebook).
-    pub latent_mode: LatentMode,
-    /// Reverse step rule (default: deterministic DDIM, η = 0).
-    pub sampler: Sampler,
-    /// Reverse grid (default: `Uniform(100)`, i.e. about `100·t/T` network calls, the
-    /// notebook's 100 inference steps).
-    pub spacing: Spacing,
 }
 
-impl SdBoomerangParams {
-    /// Defaults for one prompt at `t`.
-    pub fn new(t: impl Into<TimeSpec>, prompt: impl Into<String>) -> Self {
+impl TextPrompt {
+    /// One prompt, the empty negative prompt, guidance 7.5.
+    pub fn new(prompt: impl Into<String>) -> Self {
         Self {
-            t: t.into(),
             prompts: vec![prompt.into()],
             negative_prompts: Vec::new(),
             guidance_scale: 7.5,
-            latent_mode: LatentMode::Mode,
-            sampler: Sampler::ddim(0.0),
-            spacing: Spacing::Uniform(100),
         }
     }
 }
 
-/// What [`StableDiffusion::boomerang_images`] returns.
+/// Stable Diffusion's VAE as the Boomerang runner's [`Codec`]: images in `[-1, 1]` (sides
+/// multiples of [`StableDiffusion::latent_factor`]) become scaled latents, by the posterior
+/// mode or a posterior sample drawn from each image's own noise stream.
 #[derive(Debug, Clone)]
-pub struct SdBoomerangOutput {
-    /// The decoded Boomerang images, nominally in `[-1, 1]` (not clamped).
-    pub images: Array4<f32>,
-    /// Their latents (scaled, as the UNet sees them).
-    pub latents: Array4<f32>,
-    /// The latents of the input images.
-    pub latents_in: Array4<f32>,
-    /// The noised latents the reverse process started from.
-    pub x_t: Array4<f32>,
-    /// Where the run started.
-    pub start: GridPoint,
-    /// Number of reverse steps.
-    pub steps: usize,
+pub struct LatentCodec<S> {
+    sd: S,
+    mode: LatentMode,
+}
+
+impl<S: Deref<Target = StableDiffusion>> LatentCodec<S> {
+    /// The VAE of `sd`, encoding by `mode`.
+    pub fn new(sd: S, mode: LatentMode) -> Self {
+        Self { sd, mode }
+    }
+
+    /// How images become latents.
+    pub fn mode(&self) -> LatentMode {
+        self.mode
+    }
+}
+
+impl<S: Deref<Target = StableDiffusion>> Codec for LatentCodec<S> {
+    fn input(&self, _model: &DenoiserSpec) -> ModelInput {
+        ModelInput {
+            channels: self.sd.vae.config().in_channels,
+            size: None,
+            multiple: self.sd.latent_factor(),
+            range: DataRange::MinusOneToOne,
+        }
+    }
+
+    fn check_images(&self, images: &ArrayView4<'_, f32>, _model: &DenoiserSpec) -> Result<()> {
+        self.sd.check_images(images)
+    }
+
+    fn encode(&self, images: ArrayView4<'_, f32>, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        self.sd.encode_image(images, self.mode, Some(noise))
+    }
+
+    fn decode(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
+        self.sd.decode(x)
+    }
 }
 
 /// A Stable Diffusion pipeline: tokenizer, text encoder, UNet, VAE and training schedule.
@@ -253,37 +252,6 @@ impl std::fmt::Debug for StableDiffusion {
     }
 }
 
-/// The weight file of a component: `stem[.fp16].safetensors`, else `bin_stem[.fp16].bin`.
-fn find_weights(dir: &Path, stem: &str, bin_stem: &str, variant: WeightsVariant, kind: Kind) -> Result<PathBuf> {
-    let full = [format!("{stem}.safetensors"), format!("{bin_stem}.bin")];
-    let half = [format!("{stem}.fp16.safetensors"), format!("{bin_stem}.fp16.bin")];
-    let order: Vec<&String> = match variant {
-        WeightsVariant::Full => full.iter().collect(),
-        WeightsVariant::Fp16 => half.iter().collect(),
-        WeightsVariant::Auto if kind == Kind::Half => half.iter().chain(full.iter()).collect(),
-        WeightsVariant::Auto => full.iter().chain(half.iter()).collect(),
-    };
-    for name in &order {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    let sharded = dir.join(format!("{stem}.safetensors.index.json")).exists();
-    Err(Error::checkpoint(
-        dir,
-        format!(
-            "no weights file: looked for {}{}",
-            order.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-            if sharded {
-                " (sharded checkpoints are not supported)"
-            } else {
-                ""
-            }
-        ),
-    ))
-}
-
 fn component(folder: &Path, name: &str) -> Result<PathBuf> {
     let dir = folder.join(name);
     if dir.is_dir() {
@@ -298,7 +266,7 @@ fn component(folder: &Path, name: &str) -> Result<PathBuf> {
 }
 
 fn read_weights(dir: &Path, stem: &str, bin_stem: &str, options: &SdOptions) -> Result<(PathBuf, StateDict)> {
-    let path = find_weights(dir, stem, bin_stem, options.weights, options.kind)?;
+    let path = find_weights(dir, stem, bin_stem, options.weights, options.kind == Kind::Half)?;
     let sd = load_state_dict(&path)?;
     Ok((path, sd))
 }
@@ -371,7 +339,7 @@ impl StableDiffusion {
         }
 
         let sched_dir = component(folder, "scheduler")?;
-        let scheduler = SchedulerConfig::load(&sched_dir.join("scheduler_config.json"))?;
+        let scheduler = SchedulerConfig::read(sched_dir.join("scheduler_config.json"))?;
         let schedule = scheduler
             .schedule()
             .map_err(|e| Error::checkpoint(sched_dir.join("scheduler_config.json"), e.to_string()))?;
@@ -663,78 +631,48 @@ impl StableDiffusion {
         Ok(images)
     }
 
-    /// Boomerang on images: VAE-encode `images` (`(n, 3, H, W)` in `[-1, 1]`, sides multiples
-    /// of 8), add noise to the latents exactly at `params.t`, run the core's reverse process
-    /// with classifier-free guidance from `t` to 0, decode.
+    /// A Boomerang runner on images for this pipeline: the VAE as codec (latents by `mode`),
+    /// the prompts as text condition, classifier-free guidance against the negative prompts
+    /// (one batched UNet call per step), the training schedule, and the notebook's defaults
+    /// (DDIM with η = 0 over a 100-step grid), all of which the returned builder can change.
+    /// `sd` is any handle to the pipeline: `&StableDiffusion`, `Rc` or `Arc`.
     ///
-    /// `noise` holds one stream per image (e.g. [`NoiseStreams::keyed`]); it supplies the
-    /// posterior sample (with [`LatentMode::Sample`]), the forward noise and any sampler
-    /// noise, so each image's result depends only on its own stream. `callback` sees every
-    /// reverse step (latents).
-    pub fn boomerang_images(
-        &self,
-        images: ArrayView4<'_, f32>,
-        params: &SdBoomerangParams,
-        noise: &mut NoiseStreams,
-        callback: Option<StepCallback<'_>>,
-    ) -> Result<SdBoomerangOutput> {
-        let n = images.dim().0;
-        self.check_images(&images)?;
-        if noise.len() != n {
-            return Err(Error::Shape(format!("{} noise streams for {n} images", noise.len())));
+    /// Each image's noise stream supplies, in order, the posterior sample (with
+    /// [`LatentMode::Sample`]), the forward noise at `t` and any sampler noise, so an image's
+    /// result depends only on its own stream.
+    pub fn boomerang<S>(sd: S, prompt: &TextPrompt, mode: LatentMode) -> Result<BoomerangBuilder<S, LatentCodec<S>>>
+    where
+        S: Deref<Target = StableDiffusion> + Clone + Denoiser,
+    {
+        if prompt.prompts.is_empty() {
+            return Err(Error::param("prompts", "give one prompt, or one per image"));
         }
-        let count_ok = |k: usize| k == 1 || k == n;
-        if !count_ok(params.prompts.len()) {
-            return Err(Error::param(
-                "prompts",
-                format!("give one prompt or one per image ({n}), got {}", params.prompts.len()),
-            ));
-        }
-        if !(params.negative_prompts.is_empty() || count_ok(params.negative_prompts.len())) {
-            return Err(Error::param(
-                "negative_prompts",
-                format!(
-                    "give none, one, or one per image ({n}), got {}",
-                    params.negative_prompts.len()
-                ),
-            ));
-        }
-        if !params.guidance_scale.is_finite() {
+        if !prompt.guidance_scale.is_finite() {
             return Err(Error::param(
                 "guidance_scale",
-                format!("must be finite, got {}", params.guidance_scale),
+                format!("must be finite, got {}", prompt.guidance_scale),
             ));
         }
-        let latents_in = self.encode_image(images, params.latent_mode, Some(noise))?;
-        let prompts: Vec<&str> = params.prompts.iter().map(String::as_str).collect();
-        let cond = self.encode_prompt(&prompts)?;
-        let mut builder = Boomerang::builder(self, self.schedule())
-            .sampler(params.sampler)
-            .spacing(params.spacing)
+        let prompts: Vec<&str> = prompt.prompts.iter().map(String::as_str).collect();
+        let cond = sd.encode_prompt(&prompts)?;
+        let schedule = sd.schedule();
+        let mut builder = Boomerang::builder(sd.clone(), schedule)
+            .codec(LatentCodec::new(sd.clone(), mode))
+            .sampler(Sampler::ddim(0.0))
+            .spacing(Spacing::Uniform(100))
             .condition(Condition::Text(cond));
-        if params.guidance_scale != 1.0 {
-            let negative: Vec<&str> = if params.negative_prompts.is_empty() {
+        if prompt.guidance_scale != 1.0 {
+            let negative: Vec<&str> = if prompt.negative_prompts.is_empty() {
                 vec![""]
             } else {
-                params.negative_prompts.iter().map(String::as_str).collect()
+                prompt.negative_prompts.iter().map(String::as_str).collect()
             };
             builder = builder.guidance(crate::Guidance::classifier_free(
-                params.guidance_scale,
-                Condition::Text(self.encode_prompt(&negative)?),
+                prompt.guidance_scale,
+                Condition::Text(sd.encode_prompt(&negative)?),
             ));
         }
-        let out = builder
-            .build()?
-            .run_with(latents_in.view(), params.t, noise, callback)?;
-        let images = self.decode(out.sample.view())?;
-        Ok(SdBoomerangOutput {
-            images,
-            latents: out.sample,
-            latents_in,
-            x_t: out.x_t,
-            start: out.start,
-            steps: out.steps,
-        })
+        Ok(builder)
     }
 }
 
