@@ -29,7 +29,7 @@ fn main() {
 #[cfg(feature = "tch")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     use boomerang::image_io::{self, ColorMode, ResizeFilter};
-    use boomerang::models::stable_diffusion::{LatentMode, SdBoomerangParams, SdOptions, StableDiffusion};
+    use boomerang::models::stable_diffusion::{LatentMode, SdOptions, StableDiffusion, TextPrompt};
     use boomerang::models::{parse_device, parse_kind};
     use boomerang::{DataRange, NoiseStreams, Sampler, Spacing, TimeSpec};
     use ndarray::{concatenate, Axis};
@@ -91,16 +91,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         image
     };
 
+    let text = TextPrompt {
+        prompts: vec![prompt.clone()],
+        negative_prompts: vec![negative.clone()],
+        guidance_scale: guidance,
+    };
+    let mode = if sample_latent {
+        LatentMode::Sample
+    } else {
+        LatentMode::Mode
+    };
+    let runner = StableDiffusion::boomerang(&sd, &text, mode)?
+        .sampler(Sampler::ddim(0.0))
+        .spacing(Spacing::Uniform(steps))
+        .build()?;
     let mut tiles = vec![image.clone()];
     for &t in &ts {
-        let mut params = SdBoomerangParams::new(TimeSpec::fraction(t), prompt.clone());
-        params.negative_prompts = vec![negative.clone()];
-        params.guidance_scale = guidance;
-        params.sampler = Sampler::ddim(0.0);
-        params.spacing = Spacing::Uniform(steps);
-        if sample_latent {
-            params.latent_mode = LatentMode::Sample;
-        }
         let mut noise = NoiseStreams::keyed(seed, &[0]);
         let started = std::time::Instant::now();
         let mut cb = |info: &boomerang::StepInfo<'_>| {
@@ -108,14 +114,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 eprint!("\r  t = {t}: step {}/{}", info.index + 1, info.total);
             }
         };
-        let out = sd.boomerang_images(image.view(), &params, &mut noise, Some(&mut cb))?;
+        let out = runner.run_with(image.view(), TimeSpec::fraction(t), &mut noise, Some(&mut cb))?;
         eprintln!(
             "\r  t = {t}: {} steps from step {} in {:.1} s",
             out.steps,
             out.start.time,
             started.elapsed().as_secs_f64()
         );
-        tiles.push(out.images);
+        tiles.push(out.sample);
     }
     let views: Vec<_> = tiles.iter().map(|a| a.view()).collect();
     let batch = concatenate(Axis(0), &views)?;

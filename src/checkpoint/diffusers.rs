@@ -107,7 +107,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("boomerang-find-weights-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let stem = "diffusion_pytorch_model";
-        let e = find_weights(&dir, stem, stem, WeightsVariant::Auto, false).unwrap_err().to_string();
+        let e = find_weights(&dir, stem, stem, WeightsVariant::Auto, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("diffusion_pytorch_model.safetensors"), "{e}");
         std::fs::write(dir.join(format!("{stem}.fp16.safetensors")), b"x").unwrap();
         std::fs::write(dir.join(format!("{stem}.bin")), b"x").unwrap();

@@ -107,10 +107,7 @@ impl<D: Denoiser, C: Codec> BoomerangBuilder<D, C> {
         }
         if let Some(a) = self.final_alpha_bar {
             if !(a > 0.0 && a <= 1.0) {
-                return Err(Error::param(
-                    "final_alpha_bar",
-                    format!("must lie in (0, 1], got {a}"),
-                ));
+                return Err(Error::param("final_alpha_bar", format!("must lie in (0, 1], got {a}")));
             }
         }
         if let Spacing::Uniform(0) = self.spacing {
@@ -213,7 +210,6 @@ impl<D: Denoiser> Boomerang<D> {
             guidance: None,
         }
     }
-
 }
 
 impl<D: Denoiser, C: Codec> Boomerang<D, C> {
@@ -311,7 +307,9 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
             None => noise.normal((c, h, w))?,
         };
         let (a, s) = (start.level.alpha as f32, start.level.sigma as f32);
-        Zip::from(&mut x_t).and(&encoded).par_for_each(|z, &x| *z = a * x + s * *z);
+        Zip::from(&mut x_t)
+            .and(&encoded)
+            .par_for_each(|z, &x| *z = a * x + s * *z);
         let (model_sample, pred_x0) = self.reverse(x_t.clone(), &grid, noise, callback)?;
         Ok(BoomerangOutput {
             sample: self.codec.decode(model_sample.view())?,
@@ -399,7 +397,10 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
 
 fn check_streams(noise: &NoiseStreams, n: usize) -> Result<()> {
     if noise.len() != n {
-        return Err(Error::Shape(format!("{} noise streams for a batch of {n}", noise.len())));
+        return Err(Error::Shape(format!(
+            "{} noise streams for a batch of {n}",
+            noise.len()
+        )));
     }
     Ok(())
 }

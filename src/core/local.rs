@@ -12,9 +12,9 @@ use ndarray::{Array4, ArrayView4};
 
 use crate::core::codec::Codec;
 use crate::core::denoiser::DenoiserSpec;
-use crate::DataRange;
 use crate::core::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
+use crate::DataRange;
 use crate::{Boomerang, Denoiser, Result};
 
 /// What a model takes, for [`load_for_model`](crate::apps::dataset::load_for_model).

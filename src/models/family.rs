@@ -170,6 +170,8 @@ pub struct ModelOptions {
     pub classes: Option<Vec<i64>>,
     /// A time-conditional classifier checkpoint for classifier guidance.
     pub classifier: Option<PathBuf>,
+    /// Weight of the classifier's gradient (DLSM's `scaling_factor`; default 1).
+    pub classifier_scale: Option<f64>,
     /// A second checkpoint (Patched Diffusion's low-SNR model of an SNR-split pair).
     pub second: Option<PathBuf>,
 }
@@ -190,6 +192,7 @@ impl Default for ModelOptions {
             latent: None,
             classes: None,
             classifier: None,
+            classifier_scale: None,
             second: None,
         }
     }
@@ -205,7 +208,7 @@ impl ModelOptions {
                 "guidance" => self.guidance.is_some(),
                 "latent" => self.latent.is_some(),
                 "classes" => self.classes.is_some(),
-                "classifier" => self.classifier.is_some(),
+                "classifier" => self.classifier.is_some() || self.classifier_scale.is_some(),
                 "second" => self.second.is_some(),
                 "config" => self.config.is_some(),
                 "clip" => self.clip.is_some(),
@@ -226,13 +229,19 @@ impl ModelOptions {
         if !matches!(self.device.as_str(), "auto" | "cpu") {
             return Err(Error::param(
                 "device",
-                format!("the {family} model runs on the CPU; `{}` is not available for it", self.device),
+                format!(
+                    "the {family} model runs on the CPU; `{}` is not available for it",
+                    self.device
+                ),
             ));
         }
         if self.dtype != "f32" {
             return Err(Error::param(
                 "dtype",
-                format!("the {family} model computes in f32; `{}` is not available for it", self.dtype),
+                format!(
+                    "the {family} model computes in f32; `{}` is not available for it",
+                    self.dtype
+                ),
             ));
         }
         Ok(())

@@ -51,9 +51,9 @@ pub mod stable_diffusion;
 #[cfg(feature = "tch")]
 mod torch;
 
+pub use ddpm::DdpmConfig;
 #[cfg(feature = "tch")]
 pub use ddpm::DdpmUNet;
-pub use ddpm::DdpmConfig;
 pub use family::{Family, LoadedModel, ModelDescription, ModelOptions, Probe};
 #[cfg(feature = "tch")]
 pub use loading::{load_state_dict_into, LoadOptions};

@@ -86,7 +86,16 @@ pub(crate) fn load_sampler(options: &crate::models::ModelOptions) -> Result<crat
     use crate::models::family::{Family, ModelDescription, SamplingDefaults};
     options.refuse(
         "shapes32",
-        &["prompt", "negative_prompt", "guidance", "latent", "classes", "classifier", "second", "config"],
+        &[
+            "prompt",
+            "negative_prompt",
+            "guidance",
+            "latent",
+            "classes",
+            "classifier",
+            "second",
+            "config",
+        ],
     )?;
     let unet = shapes32(
         crate::models::parse_device(&options.device)?,
@@ -99,11 +108,14 @@ pub(crate) fn load_sampler(options: &crate::models::ModelOptions) -> Result<crat
         clip: crate::Clip::Range,
     };
     let (sampler, spacing, clip) = defaults.resolve(options, &mut description);
-    let runner = crate::Boomerang::builder(TchDenoiser::new(unet).with_max_batch(options.max_batch)?, shapes32_schedule()?)
-        .sampler(sampler)
-        .spacing(spacing)
-        .clip(clip)
-        .build()?;
+    let runner = crate::Boomerang::builder(
+        TchDenoiser::new(unet).with_max_batch(options.max_batch)?,
+        shapes32_schedule()?,
+    )
+    .sampler(sampler)
+    .spacing(spacing)
+    .clip(clip)
+    .build()?;
     Ok(crate::models::LoadedModel {
         sampler: Box::new(runner),
         description,

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use super::family::{Family, LoadedModel, ModelDescription, ModelOptions, Probe, SamplingDefaults};
 use crate::analytic::{EmpiricalDenoiser, GaussianDenoiser};
 use crate::apps::dataset::list_images;
-use crate::checkpoint::diffusers::model_weights;
 use crate::checkpoint;
+use crate::checkpoint::diffusers::model_weights;
 use crate::image_io::{load_images, ColorMode};
 use crate::schedule::DiscreteSchedule;
 use crate::{Boomerang, Clip, DataRange, Error, Result, Sampler, Spacing};
@@ -55,7 +55,10 @@ impl ModelSource {
         if let Some(rest) = s.strip_prefix("builtin:") {
             return match rest {
                 "shapes32" => Ok(ModelSource::Builtin),
-                _ => Err(Error::param("model", format!("`{s}`: the built-in model is builtin:shapes32"))),
+                _ => Err(Error::param(
+                    "model",
+                    format!("`{s}`: the built-in model is builtin:shapes32"),
+                )),
             };
         }
         if let Some(rest) = s.strip_prefix("gaussian:") {
@@ -180,7 +183,6 @@ pub struct Detection {
     pub probe: Probe,
 }
 
-
 /// The family of a checkpoint file or model folder, from config files and tensor key names
 /// only (no tensor data is read).
 pub fn detect(path: &Path) -> Result<Detection> {
@@ -191,6 +193,19 @@ pub fn detect(path: &Path) -> Result<Detection> {
         .find(|e| (e.detect)(&probe))
         .map_or(Family::Unknown, |e| e.family);
     Ok(Detection { family, probe })
+}
+
+/// The family that tensor key names alone point to (e.g. one file of a folder).
+pub fn family_of_keys(keys: Vec<String>) -> Family {
+    let probe = Probe {
+        keys,
+        ..Probe::default()
+    };
+    FAMILIES
+        .iter()
+        .map(|entry| entry())
+        .find(|e| (e.detect)(&probe))
+        .map_or(Family::Unknown, |e| e.family)
 }
 
 /// Look at a path: its weight file's key names and its config.
@@ -285,7 +300,10 @@ pub fn load(source: &ModelSource, options: &ModelOptions) -> Result<LoadedModel>
 }
 
 fn runnable(f: Family) -> bool {
-    matches!(f, Family::Ddpm | Family::StableDiffusion | Family::PatchedDiffusion | Family::Ncsnpp)
+    matches!(
+        f,
+        Family::Ddpm | Family::StableDiffusion | Family::PatchedDiffusion | Family::Ncsnpp
+    )
 }
 
 fn hint(f: Family) -> &'static str {
@@ -310,7 +328,16 @@ fn analytic<D: crate::Denoiser + 'static>(denoiser: D, name: String, options: &M
     options.require_cpu_f32("analytic")?;
     options.refuse(
         "analytic",
-        &["prompt", "negative_prompt", "guidance", "latent", "classes", "classifier", "second", "config"],
+        &[
+            "prompt",
+            "negative_prompt",
+            "guidance",
+            "latent",
+            "classes",
+            "classifier",
+            "second",
+            "config",
+        ],
     )?;
     let mut description = ModelDescription::new(Family::Analytic, name);
     let defaults = SamplingDefaults {

@@ -119,8 +119,8 @@ fn unreachable_default() -> SchedulerConfig {
 impl SchedulerConfig {
     /// Parse `scheduler_config.json` text and check its values.
     pub fn from_json(text: &str) -> Result<Self> {
-        let c: Self = serde_json::from_str(text)
-            .map_err(|e| Error::param("scheduler config", format!("invalid JSON: {e}")))?;
+        let c: Self =
+            serde_json::from_str(text).map_err(|e| Error::param("scheduler config", format!("invalid JSON: {e}")))?;
         c.check()?;
         Ok(c)
     }

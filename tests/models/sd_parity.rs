@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use boomerang::checkpoint::{load_state_dict, save_safetensors, StateDict, TensorData};
-use boomerang::models::stable_diffusion::{LatentMode, SdBoomerangParams, SdOptions, StableDiffusion, WeightsVariant};
+use boomerang::models::stable_diffusion::{LatentMode, SdOptions, StableDiffusion, TextPrompt, WeightsVariant};
 use boomerang::sampler::StepCallback;
 use boomerang::{
     Boomerang, Condition, Denoiser, Error, GridPoint, Guidance, NoiseStreams, Parameterization, Prediction, Sampler,
@@ -350,19 +350,27 @@ fn check_boomerang(which: &str) {
         "{which}: the core's run differs from the spelt-out run by {e:e}"
     );
 
-    // 5. The convenience wrapper is the same pipeline: image -> latent -> core -> decode.
-    let mut p = SdBoomerangParams::new(TimeSpec::Step(t_start), "unused");
-    p.prompts = vec!["a photo of a cat".into(), "a dog's life, highly detailed".into()];
-    p.negative_prompts = vec!["blurry".into()];
-    p.guidance_scale = g;
-    p.spacing = Spacing::Uniform(n_steps);
+    // 5. The same runner with the VAE as its codec is the whole pipeline: image -> latent ->
+    //    core -> decode.
+    let prompt = TextPrompt {
+        prompts: vec!["a photo of a cat".into(), "a dog's life, highly detailed".into()],
+        negative_prompts: vec!["blurry".into()],
+        guidance_scale: g,
+    };
+    let images_runner = StableDiffusion::boomerang(&sd, &prompt, LatentMode::Mode)
+        .unwrap()
+        .spacing(Spacing::Uniform(n_steps))
+        .build()
+        .unwrap();
     let mut noise = NoiseStreams::keyed(7, &[0, 1]);
-    let conv = sd.boomerang_images(image.view(), &p, &mut noise, None).unwrap();
+    let conv = images_runner
+        .run_with(image.view(), TimeSpec::Step(t_start), &mut noise, None)
+        .unwrap();
     assert_eq!(conv.x_t, out.x_t);
-    assert_eq!(conv.latents_in, z0);
-    assert!(rel_err(&conv.latents, &out.sample) <= 1e-6);
+    assert_eq!(conv.encoded.as_ref(), Some(&z0));
+    assert!(rel_err(&conv.model_sample, &out.sample) <= 1e-6);
     let decoded = sd.decode(out.sample.view()).unwrap();
-    assert!(rel_err(&conv.images, &decoded) <= 1e-6);
+    assert!(rel_err(&conv.sample, &decoded) <= 1e-6);
 }
 
 #[test]
@@ -380,25 +388,28 @@ fn boomerang_images_is_per_item_deterministic() {
     let sd = load("sd1");
     let r = Ref::open("sd1");
     let images = r.a4("run.image");
-    let mut p = SdBoomerangParams::new(0.3, "a photo of a cat");
-    p.latent_mode = LatentMode::Sample;
-    p.sampler = Sampler::ddim(0.5);
-    p.spacing = Spacing::Uniform(10);
-    let both = sd
-        .boomerang_images(images.view(), &p, &mut NoiseStreams::keyed(3, &[10, 11]), None)
+    let runner = StableDiffusion::boomerang(&sd, &TextPrompt::new("a photo of a cat"), LatentMode::Sample)
+        .unwrap()
+        .sampler(Sampler::ddim(0.5))
+        .spacing(Spacing::Uniform(10))
+        .build()
         .unwrap();
-    let again = sd
-        .boomerang_images(images.view(), &p, &mut NoiseStreams::keyed(3, &[10, 11]), None)
+    let t = TimeSpec::fraction(0.3);
+    let both = runner
+        .run_with(images.view(), t, &mut NoiseStreams::keyed(3, &[10, 11]), None)
         .unwrap();
-    assert_eq!(both.images, again.images);
+    let again = runner
+        .run_with(images.view(), t, &mut NoiseStreams::keyed(3, &[10, 11]), None)
+        .unwrap();
+    assert_eq!(both.sample, again.sample);
     let second = images.slice(ndarray::s![1..2, .., .., ..]);
-    let alone = sd
-        .boomerang_images(second, &p, &mut NoiseStreams::keyed(3, &[11]), None)
+    let alone = runner
+        .run_with(second, t, &mut NoiseStreams::keyed(3, &[11]), None)
         .unwrap();
-    let from_batch = both.images.slice(ndarray::s![1..2, .., .., ..]).to_owned();
-    let e = rel_err(&alone.images, &from_batch);
+    let from_batch = both.sample.slice(ndarray::s![1..2, .., .., ..]).to_owned();
+    let e = rel_err(&alone.sample, &from_batch);
     assert!(e <= 1e-5, "item 1 alone vs in a batch: {e:e}");
-    assert_eq!(both.images.dim(), images.dim());
+    assert_eq!(both.sample.dim(), images.dim());
     // The forward noise is added exactly at t: x_t = α_t·z0 + σ_t·z.
     let start = sd.schedule().alpha_bar(both.start.time as usize).unwrap();
     assert!((both.start.level.alpha_bar() - start).abs() < 1e-12);
@@ -504,9 +515,17 @@ fn bad_inputs_are_errors_not_panics() {
         matches!(err, Error::Shape(_)) && err.to_string().contains("multiples of 2"),
         "{err}"
     );
-    let p = SdBoomerangParams::new(0.5, "x");
-    let err = sd
-        .boomerang_images(odd.view(), &p, &mut NoiseStreams::keyed(0, &[0]), None)
+    let runner = StableDiffusion::boomerang(&sd, &TextPrompt::new("x"), LatentMode::Mode)
+        .unwrap()
+        .build()
+        .unwrap();
+    let err = runner
+        .run_with(
+            odd.view(),
+            TimeSpec::fraction(0.5),
+            &mut NoiseStreams::keyed(0, &[0]),
+            None,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Shape(_)), "{err}");
     // The UNet needs text embeddings of the right width.
@@ -530,15 +549,32 @@ fn bad_inputs_are_errors_not_panics() {
         .encode_image(img.view(), LatentMode::Sample, Some(&mut NoiseStreams::keyed(0, &[0])))
         .is_err());
     // Prompt counts must be one or one per image.
-    let mut p = SdBoomerangParams::new(0.5, "a");
+    let mut p = TextPrompt::new("a");
     p.prompts = vec!["a".into(), "b".into(), "c".into()];
-    assert!(sd
-        .boomerang_images(img.view(), &p, &mut NoiseStreams::keyed(0, &[0, 1]), None)
+    let three = StableDiffusion::boomerang(&sd, &p, LatentMode::Mode)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(three
+        .run_with(
+            img.view(),
+            TimeSpec::fraction(0.5),
+            &mut NoiseStreams::keyed(0, &[0, 1]),
+            None
+        )
         .is_err());
     // t = 0 is refused by the core.
-    let p = SdBoomerangParams::new(TimeSpec::Step(0), "a");
-    assert!(sd
-        .boomerang_images(img.view(), &p, &mut NoiseStreams::keyed(0, &[0, 1]), None)
+    let one = StableDiffusion::boomerang(&sd, &TextPrompt::new("a"), LatentMode::Mode)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(one
+        .run_with(
+            img.view(),
+            TimeSpec::Step(0),
+            &mut NoiseStreams::keyed(0, &[0, 1]),
+            None
+        )
         .is_err());
     // clip_skip beyond the encoder's depth.
     assert!(StableDiffusion::load(

@@ -32,6 +32,7 @@ impl From<boomerang::Error> for CliError {
             | boomerang::Error::Incompatible(_)
             | boomerang::Error::Image { .. }
             | boomerang::Error::Checkpoint { .. } => CliError::Usage(e.to_string()),
+            boomerang::Error::Unsupported(m) => CliError::Unsupported(m),
             boomerang::Error::Io { ref source, .. }
                 if matches!(
                     source.kind(),

@@ -23,6 +23,7 @@ macro_rules! esay {
 }
 mod anonymize;
 mod augment;
+mod convert;
 mod enhance;
 mod error;
 mod info;
@@ -125,7 +126,7 @@ Writes OUTPUT/<class>/<name>_boom<K>.png."
     /// Convert a checkpoint (PyTorch zip/legacy, safetensors) to safetensors.
     #[command(after_help = "Examples:\n  boomerang convert model-790000.ckpt ddpm.safetensors\n  \
 boomerang convert --select ema checkpoint.pth ema.safetensors\n\nPickles are read by a restricted reader that never runs code.")]
-    Convert(info::ConvertArgs),
+    Convert(convert::ConvertArgs),
     /// Train a DDPM UNet on a folder of images; writes a model folder for --model.
     #[command(
         after_help = "Examples:\n  boomerang train --data faces/ --size 64 --steps 50000 -o ddpm_faces/\n  \
@@ -172,7 +173,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Enhance(a) => enhance::enhance(a, cli.quiet),
         Command::Anonymize(a) => anonymize::anonymize(a, cli.quiet),
         Command::Augment(a) => augment::augment(a, cli.quiet),
-        Command::Convert(a) => info::convert(&a),
+        Command::Convert(a) => convert::convert(&a),
         Command::Info(a) => info::info(&a),
         Command::Train(a) => train::train(a, cli.quiet),
     }

@@ -22,7 +22,15 @@ use crate::{Boomerang, Clip, Error, Result, Sampler, Spacing};
 pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
     options.refuse(
         "DDPM",
-        &["prompt", "negative_prompt", "guidance", "latent", "classes", "classifier", "second"],
+        &[
+            "prompt",
+            "negative_prompt",
+            "guidance",
+            "latent",
+            "classes",
+            "classifier",
+            "second",
+        ],
     )?;
     let device = parse_device(&options.device)?;
     let kind = parse_kind(&options.dtype)?;

@@ -27,11 +27,10 @@
 //! `norm_out.weight`, ...): loading pesser's or DDIM's checkpoints is a name-for-name copy.
 //! diffusers' names are mapped onto them by [`diffusers_to_original`].
 
-
 pub mod config;
-pub mod naming;
 #[cfg(feature = "tch")]
 mod loader;
+pub mod naming;
 #[cfg(feature = "tch")]
 mod network;
 

@@ -56,8 +56,12 @@ pub(crate) fn unknown_naming(path: &Path, sd: &StateDict) -> Error {
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 pub(crate) fn locate(path: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     if path.is_dir() {
-        let weights = model_weights(path)?
-            .ok_or_else(|| Error::checkpoint(path, "a folder without DDPM weights (no .safetensors, .ckpt, .pt, .pth or .bin file)"))?;
+        let weights = model_weights(path)?.ok_or_else(|| {
+            Error::checkpoint(
+                path,
+                "a folder without DDPM weights (no .safetensors, .ckpt, .pt, .pth or .bin file)",
+            )
+        })?;
         return Ok((weights.clone(), ddpm_config_beside(&weights)));
     }
     if !path.is_file() {

@@ -26,7 +26,10 @@ pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<Load
         ..SdOptions::default()
     };
     let sd = Rc::new(StableDiffusion::load(&probe.path, &sd_options)?);
-    let mut description = ModelDescription::new(Family::StableDiffusion, format!("stable-diffusion:{}", probe.path.display()));
+    let mut description = ModelDescription::new(
+        Family::StableDiffusion,
+        format!("stable-diffusion:{}", probe.path.display()),
+    );
     let prompt = TextPrompt {
         prompts: vec![options.prompt.clone().unwrap_or_default()],
         negative_prompts: options.negative_prompt.iter().cloned().collect(),

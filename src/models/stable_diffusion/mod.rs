@@ -54,20 +54,20 @@ use std::path::{Path, PathBuf};
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip};
 use tch::{Device, Kind, Tensor};
 
-pub(crate) use loader::load_sampler;
 pub use clip::ClipTextModel;
 pub use config::{ClipTextConfig, ModelIndex, TokenizerConfig, UNetConfig, VaeConfig};
+pub(crate) use loader::load_sampler;
 pub use tokenizer::ClipTokenizer;
 pub use unet::UNet2DConditionModel;
 pub use vae::AutoencoderKL;
 
 use crate::checkpoint::diffusers::find_weights;
 use crate::checkpoint::{load_state_dict, StateDict};
-use crate::models::{check_device, check_kind, guard_panics, TchDenoiser, DEFAULT_MAX_BATCH};
 use crate::core::codec::Codec;
 use crate::core::local::ModelInput;
-use crate::BoomerangBuilder;
+use crate::models::{check_device, check_kind, guard_panics, TchDenoiser, DEFAULT_MAX_BATCH};
 use crate::schedule::{DiscreteSchedule, SchedulerConfig};
+use crate::BoomerangBuilder;
 use crate::{Boomerang, Condition, DataRange, Denoiser, DenoiserSpec, Error, NoiseStreams, Result, Sampler, Spacing};
 
 pub use crate::checkpoint::diffusers::WeightsVariant;
