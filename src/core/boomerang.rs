@@ -1,14 +1,14 @@
 //! The Boomerang core: noise `x0` to level `t` in one draw, then run the model's reverse
 //! process from exactly `t` back to the data.
 
-use ndarray::{Array4, ArrayView4, Zip};
+use ndarray::{s, Array4, ArrayView4, Axis, Zip};
 use rand::Rng;
 
 use crate::core::codec::{Codec, Identity};
 use crate::core::denoiser::{Condition, Denoiser, TimeInput};
 use crate::core::guidance::Guidance;
 use crate::core::noise::NoiseStreams;
-use crate::core::prediction::{model_time, Clip, Evaluator};
+use crate::core::prediction::{model_time, Clip, Evaluator, Prediction};
 use crate::sampler::{Sampler, Spacing, StepCallback};
 use crate::schedule::{GridPoint, NoiseSchedule, TimeSpec};
 use crate::{Error, Result};
@@ -347,6 +347,109 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         })
     }
 
+    /// Boomerang with a `t` per item (e.g. augmentation with `t` drawn per image), in ONE
+    /// batched network call per reverse step: item `i` starts at `ts[i]` on its own grid, and
+    /// at step `k` every item that still has a `k`-th grid point is evaluated together (each
+    /// at its own noise level, through the per-item times of [`Denoiser::predict`]); the step
+    /// rule is then applied per item. Items whose grid is shorter finish earlier. Extra
+    /// network calls a step rule makes (the predictor-corrector's corrector, PNDM's first
+    /// step) run per item.
+    ///
+    /// With one `t` for all items this equals [`run_with`](Boomerang::run_with) bit for bit
+    /// (for a denoiser whose items do not influence each other).
+    pub fn run_items(&self, x0: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        let n = x0.dim().0;
+        if ts.len() != n {
+            return Err(Error::Shape(format!("{} times for a batch of {n}", ts.len())));
+        }
+        let spec = self.denoiser.spec();
+        self.codec.check_images(&x0, spec)?;
+        check_streams(noise, n)?;
+        let grids = ts.iter().map(|&t| self.plan(t)).collect::<Result<Vec<_>>>()?;
+        let encoded = self.codec.encode(x0, noise)?;
+        spec.check_batch(&encoded.view(), "encoded x0")?;
+        let (_, c, h, w) = encoded.dim();
+        let mut x = noise.normal((c, h, w))?;
+        Zip::from(x.outer_iter_mut())
+            .and(encoded.outer_iter())
+            .and(&grids)
+            .par_for_each(|mut z, x0, grid| {
+                let (a, s) = (grid[0].level.alpha as f32, grid[0].level.sigma as f32);
+                Zip::from(&mut z).and(&x0).for_each(|z, &x| *z = a * x + s * *z);
+            });
+
+        let condition = self.condition.repeat_to(n)?;
+        let guidance = match &self.guidance {
+            Some(g) => Some(g.repeat_to(n)?),
+            None => None,
+        };
+        let terminal = self.terminal();
+        let mut streams = std::mem::replace(noise, NoiseStreams::join(Vec::new())).split_items();
+        let mut states = vec![crate::SamplerState::default(); n];
+        let result = (|| -> Result<()> {
+            let longest = grids.iter().map(Vec::len).max().unwrap_or(0);
+            for k in 0..longest {
+                let active: Vec<usize> = (0..n).filter(|&i| grids[i].len() > k).collect();
+                let points: Vec<GridPoint> = active.iter().map(|&i| grids[i][k]).collect();
+                let xs = x.select(Axis(0), &active);
+                let cond = condition.select(&active)?;
+                let guide = match &guidance {
+                    Some(g) => Some(g.select(&active)?),
+                    None => None,
+                };
+                let eval = self.evaluator(&cond, guide.as_ref());
+                let pred = eval.predict_items(xs.view(), &points)?;
+                for (j, &i) in active.iter().enumerate() {
+                    let one = |a: &Array4<f32>| a.slice(s![j..j + 1, .., .., ..]).to_owned();
+                    let mut first = Some(Prediction {
+                        x0: one(&pred.x0),
+                        eps: one(&pred.eps),
+                        variance_frac: pred.variance_frac.as_ref().map(one),
+                    });
+                    let cond_i = condition.select(&[i])?;
+                    let guide_i = match &guidance {
+                        Some(g) => Some(g.select(&[i])?),
+                        None => None,
+                    };
+                    let eval_i = self.evaluator(&cond_i, guide_i.as_ref());
+                    let from = grids[i][k];
+                    let xi = x.slice(s![i..i + 1, .., .., ..]).to_owned();
+                    let mut model = |xm: ArrayView4<'_, f32>, p: &GridPoint| match first.take() {
+                        Some(p0) if p.time == from.time && xm == xi.view() => Ok(p0),
+                        _ => eval_i.predict(xm, p),
+                    };
+                    let to = grids[i].get(k + 1).or(terminal.as_ref());
+                    let out = self
+                        .sampler
+                        .step(&mut model, xi.view(), &from, to, &mut streams[i], &mut states[i])?;
+                    x.slice_mut(s![i..i + 1, .., .., ..]).assign(&out.prev_sample);
+                }
+            }
+            Ok(())
+        })();
+        *noise = NoiseStreams::join(streams);
+        result?;
+        self.codec.decode(x.view())
+    }
+
+    fn evaluator<'a>(&'a self, condition: &'a Condition, guidance: Option<&'a Guidance>) -> Evaluator<'a, D> {
+        Evaluator {
+            denoiser: &self.denoiser,
+            schedule: &self.schedule,
+            condition,
+            guidance,
+            clip: self.clip,
+            want_variance: self.sampler.needs_learned_variance(),
+        }
+    }
+
+    fn terminal(&self) -> Option<GridPoint> {
+        self.final_alpha_bar.map(|a| GridPoint {
+            time: -1.0,
+            level: crate::schedule::NoiseLevel::vp(a),
+        })
+    }
+
     /// Sample from the prior at the noisiest level (`x ~ N(0, (α²+σ²)·I)` at `t = 1`) and run
     /// the whole reverse process: a global sample, for comparison with local ones. `shape`
     /// is the model-space shape (the latents' for a latent model); the result is decoded.
@@ -375,19 +478,9 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
             Some(g) => Some(g.repeat_to(n)?),
             None => None,
         };
-        let eval = Evaluator {
-            denoiser: &self.denoiser,
-            schedule: &self.schedule,
-            condition: &condition,
-            guidance: guidance.as_ref(),
-            clip: self.clip,
-            want_variance: self.sampler.needs_learned_variance(),
-        };
+        let eval = self.evaluator(&condition, guidance.as_ref());
         let mut model = |x: ArrayView4<'_, f32>, p: &GridPoint| eval.predict(x, p);
-        let terminal = self.final_alpha_bar.map(|a| GridPoint {
-            time: -1.0,
-            level: crate::schedule::NoiseLevel::vp(a),
-        });
+        let terminal = self.terminal();
         let out = self
             .sampler
             .run_until(&mut model, x, grid, terminal.as_ref(), noise, callback)?;

@@ -8,8 +8,7 @@
 
 use ndarray::{Array4, ArrayView4};
 
-use crate::core::denoiser::DenoiserSpec;
-use crate::core::local::ModelInput;
+use crate::core::denoiser::{DenoiserSpec, ModelInput};
 use crate::core::noise::NoiseStreams;
 use crate::Result;
 

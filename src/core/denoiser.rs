@@ -137,6 +137,32 @@ impl DenoiserSpec {
     }
 }
 
+/// What a model takes, for [`load_for_model`](crate::apps::dataset::load_for_model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInput {
+    /// Channels (1 or 3).
+    pub channels: usize,
+    /// Fixed `(height, width)`, if any.
+    pub size: Option<(usize, usize)>,
+    /// Without a fixed size, sides must be multiples of this (1: any size; 8 for Stable
+    /// Diffusion's VAE).
+    pub multiple: usize,
+    /// The model's data range.
+    pub range: DataRange,
+}
+
+impl ModelInput {
+    /// From a denoiser's spec; a model with no fixed channel count gets RGB.
+    pub fn from_spec(spec: &DenoiserSpec) -> Self {
+        Self {
+            channels: spec.channels.unwrap_or(3),
+            size: spec.image_size,
+            multiple: 1,
+            range: spec.data_range,
+        }
+    }
+}
+
 fn unravel(mut pos: usize, shape: &[usize]) -> Vec<usize> {
     let mut idx = vec![0; shape.len()];
     for (i, &d) in shape.iter().enumerate().rev() {
@@ -181,6 +207,19 @@ impl Condition {
             Condition::None => Condition::None,
             Condition::Class(v) => Condition::Class(v[start..end].to_vec()),
             Condition::Text(a) => Condition::Text(a.slice(s![start..end, .., ..]).to_owned()),
+        })
+    }
+
+    /// Items `idx` (in that order) of a condition of `n` items (`None` stays `None`).
+    pub fn select(&self, idx: &[usize]) -> Result<Condition> {
+        let n = self.batch_len();
+        if let (Some(n), Some(&bad)) = (n, idx.iter().find(|&&i| n.is_some_and(|n| i >= n))) {
+            return Err(Error::Shape(format!("condition item {bad} of {n}")));
+        }
+        Ok(match self {
+            Condition::None => Condition::None,
+            Condition::Class(v) => Condition::Class(idx.iter().map(|&i| v[i]).collect()),
+            Condition::Text(a) => Condition::Text(a.select(ndarray::Axis(0), idx)),
         })
     }
 

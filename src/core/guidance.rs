@@ -115,6 +115,17 @@ impl Guidance {
         Ok(())
     }
 
+    /// The guidance of items `idx` of a batch.
+    pub(crate) fn select(&self, idx: &[usize]) -> Result<Self> {
+        Ok(match self {
+            Guidance::ClassifierFree { scale, unconditional } => Guidance::ClassifierFree {
+                scale: *scale,
+                unconditional: unconditional.select(idx)?,
+            },
+            other => other.clone(),
+        })
+    }
+
     /// The same guidance with its condition repeated for a batch of `n`.
     pub(crate) fn repeat_to(&self, n: usize) -> Result<Self> {
         Ok(match self {

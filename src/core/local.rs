@@ -14,34 +14,9 @@ use crate::core::codec::Codec;
 use crate::core::denoiser::DenoiserSpec;
 use crate::core::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
-use crate::DataRange;
 use crate::{Boomerang, Denoiser, Result};
 
-/// What a model takes, for [`load_for_model`](crate::apps::dataset::load_for_model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelInput {
-    /// Channels (1 or 3).
-    pub channels: usize,
-    /// Fixed `(height, width)`, if any.
-    pub size: Option<(usize, usize)>,
-    /// Without a fixed size, sides must be multiples of this (1: any size; 8 for Stable
-    /// Diffusion's VAE).
-    pub multiple: usize,
-    /// The model's data range.
-    pub range: DataRange,
-}
-
-impl ModelInput {
-    /// From a denoiser's spec; a model with no fixed channel count gets RGB.
-    pub fn from_spec(spec: &DenoiserSpec) -> Self {
-        Self {
-            channels: spec.channels.unwrap_or(3),
-            size: spec.image_size,
-            multiple: 1,
-            range: spec.data_range,
-        }
-    }
-}
+pub use crate::core::denoiser::ModelInput;
 
 /// Boomerang on images: noise to `t`, run back, with per-item noise streams.
 pub trait LocalSampler {
@@ -55,6 +30,60 @@ pub trait LocalSampler {
     /// Boomerang samples of `images` (`N×C×H×W` in [`ModelInput::range`]) at `t`; item `i`
     /// draws every random number from `noise` stream `i`.
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>>;
+
+    /// Boomerang samples with item `i` at `ts[i]`. Runners batch items at different noise
+    /// levels into one network call per step ([`Boomerang::run_items`]); the default runs
+    /// each distinct `t` as its own batch.
+    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        default_sample_items(self, images, ts, noise)
+    }
+}
+
+fn default_sample_items<S: LocalSampler + ?Sized>(
+    s: &S,
+    images: ArrayView4<'_, f32>,
+    ts: &[TimeSpec],
+    noise: &mut NoiseStreams,
+) -> Result<Array4<f32>> {
+    let n = images.dim().0;
+    if ts.len() != n {
+        return Err(crate::Error::Shape(format!("{} times for a batch of {n}", ts.len())));
+    }
+    let mut out: Option<Array4<f32>> = None;
+    let mut streams: Vec<Option<NoiseStreams>> = std::mem::replace(noise, NoiseStreams::join(Vec::new()))
+        .split_items()
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut done = vec![false; n];
+    let mut result = Ok(());
+    for i in 0..n {
+        if done[i] || result.is_err() {
+            continue;
+        }
+        let group: Vec<usize> = (i..n).filter(|&j| !done[j] && ts[j] == ts[i]).collect();
+        let mut group_noise = NoiseStreams::join(group.iter().filter_map(|&j| streams[j].take()).collect());
+        let batch = images.select(ndarray::Axis(0), &group);
+        match s.sample(batch.view(), ts[i], &mut group_noise) {
+            Ok(res) => {
+                let arr = out.get_or_insert_with(|| {
+                    let (_, c, h, w) = res.dim();
+                    Array4::zeros((n, c, h, w))
+                });
+                for (k, &j) in group.iter().enumerate() {
+                    arr.index_axis_mut(ndarray::Axis(0), j).assign(&res.index_axis(ndarray::Axis(0), k));
+                }
+            }
+            Err(e) => result = Err(e),
+        }
+        for (stream, &j) in group_noise.split_items().into_iter().zip(&group) {
+            streams[j] = Some(stream);
+            done[j] = true;
+        }
+    }
+    *noise = NoiseStreams::join(streams.into_iter().flatten().collect());
+    result?;
+    out.ok_or_else(|| crate::Error::InvalidInput("the batch is empty".into()))
 }
 
 impl<D: Denoiser, C: Codec> LocalSampler for Boomerang<D, C> {
@@ -70,6 +99,10 @@ impl<D: Denoiser, C: Codec> LocalSampler for Boomerang<D, C> {
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
         Ok(self.run_with(images, t, noise, None)?.sample)
     }
+
+    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        self.run_items(images, ts, noise)
+    }
 }
 
 impl<S: LocalSampler + ?Sized> LocalSampler for &S {
@@ -82,6 +115,9 @@ impl<S: LocalSampler + ?Sized> LocalSampler for &S {
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
         (**self).sample(images, t, noise)
     }
+    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        (**self).sample_items(images, ts, noise)
+    }
 }
 
 impl<S: LocalSampler + ?Sized> LocalSampler for Box<S> {
@@ -93,5 +129,8 @@ impl<S: LocalSampler + ?Sized> LocalSampler for Box<S> {
     }
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
         (**self).sample(images, t, noise)
+    }
+    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        (**self).sample_items(images, ts, noise)
     }
 }

@@ -59,6 +59,21 @@ impl NoiseStreams {
         Self { rngs }
     }
 
+    /// One single-item `NoiseStreams` per stream (for item-wise work), in order; [`join`]
+    /// puts them back together.
+    ///
+    /// [`join`]: NoiseStreams::join
+    pub(crate) fn split_items(self) -> Vec<NoiseStreams> {
+        self.rngs.into_iter().map(|r| NoiseStreams { rngs: vec![r] }).collect()
+    }
+
+    /// The inverse of [`split_items`](NoiseStreams::split_items).
+    pub(crate) fn join(parts: Vec<NoiseStreams>) -> NoiseStreams {
+        NoiseStreams {
+            rngs: parts.into_iter().flat_map(|p| p.rngs).collect(),
+        }
+    }
+
     /// Number of streams (= batch items).
     pub fn len(&self) -> usize {
         self.rngs.len()

@@ -5,7 +5,7 @@
 use ndarray::parallel::prelude::*;
 use ndarray::{concatenate, s, Array4, ArrayView4, Axis, Zip};
 
-use crate::core::denoiser::{Condition, DataRange, Denoiser, Parameterization, RawPrediction, TimeInput};
+use crate::core::denoiser::{item_times, Condition, DataRange, Denoiser, Parameterization, RawPrediction, TimeInput};
 use crate::core::guidance::Guidance;
 use crate::schedule::{GridPoint, NoiseLevel, NoiseSchedule};
 use crate::{Error, Result};
@@ -148,7 +148,8 @@ impl<D: Denoiser + ?Sized> Evaluator<'_, D> {
                 // One call on [x; x] with [condition; unconditional].
                 let both = concatenate(Axis(0), &[xm.view(), xm.view()]).map_err(|e| Error::Shape(e.to_string()))?;
                 let cond = self.condition.concat(unconditional)?;
-                let times2: Vec<f64> = times.iter().chain(times.iter()).copied().collect();
+                let per_item = item_times(&times, n)?;
+                let times2: Vec<f64> = per_item.iter().chain(per_item.iter()).copied().collect();
                 let raw = self.call(both.view(), &times2, &cond)?;
                 check_output(&raw.output, &both.view(), "guided prediction")?;
                 let out = raw.output;
@@ -301,5 +302,35 @@ fn to_x0_eps(
             });
             (other, out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_like_torch() {
+        // torch.quantile(torch.tensor([1., 2., 3., 4.]), 0.5) == 2.5; q = 0.9 -> 3.7.
+        assert_eq!(quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.5), 2.5);
+        assert!((quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.9) - 3.7).abs() < 1e-6);
+        assert_eq!(quantile_of(&mut [5.0], 0.995), 5.0);
+        assert_eq!(quantile_of(&mut [1.0, 2.0], 1.0), 2.0);
+    }
+
+    #[test]
+    fn dynamic_thresholding_rescales_only_items_beyond_the_range() {
+        // Item 0 within [-1, 1]: unchanged. Item 1 reaches ±3 at its 0.5 quantile s = 2:
+        // clamp to ±2, then divide by 2.
+        let mut x0 = Array4::from_shape_vec((2, 1, 1, 4), vec![0.5, -0.2, 0.9, -1.0, 3.0, -1.0, 1.0, -3.0]).unwrap();
+        Clip::Dynamic { quantile: 0.5 }.apply(&mut x0, DataRange::MinusOneToOne);
+        assert_eq!(x0.as_slice().unwrap()[..4], [0.5, -0.2, 0.9, -1.0]);
+        assert_eq!(x0.as_slice().unwrap()[4..], [1.0, -0.5, 0.5, -1.0]);
+        // In a [0, 1] range the same happens around the centre 0.5.
+        let mut y = Array4::from_shape_vec((1, 1, 1, 2), vec![2.0, -1.0]).unwrap();
+        Clip::Dynamic { quantile: 1.0 }.apply(&mut y, DataRange::ZeroToOne);
+        assert_eq!(y.as_slice().unwrap(), [1.0, 0.0]);
+        assert!(Clip::Dynamic { quantile: 0.0 }.validate().is_err());
+        assert!(Clip::Dynamic { quantile: f64::NAN }.validate().is_err());
     }
 }

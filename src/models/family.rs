@@ -215,9 +215,19 @@ impl ModelOptions {
                 _ => false,
             };
             if set {
+                let why = match name {
+                    "prompt" | "negative_prompt" => "needs a text-conditioned model (Stable Diffusion)",
+                    "guidance" => "needs a text- or class-conditional model (Stable Diffusion, Patched Diffusion)",
+                    "latent" => "applies to latent models (Stable Diffusion)",
+                    "classes" => "needs a class-conditional model or classifier guidance",
+                    "classifier" => "applies to score models with classifier guidance (NCSN++)",
+                    "second" => "applies to SNR-split pairs (Patched Diffusion)",
+                    "clip" => "applies to pixel-space models",
+                    _ => "is not used by this model",
+                };
                 return Err(Error::param(
                     option_name(name),
-                    format!("does not apply to the {family} model"),
+                    format!("{why}; the {family} model is not one it applies to"),
                 ));
             }
         }

@@ -318,12 +318,6 @@ fn hint(f: Family) -> &'static str {
     }
 }
 
-/// Ho et al.'s DDPM schedule (linear β from 1e-4 to 0.02, T = 1000): the analytic models'
-/// and the default of DDPM checkpoints without a `scheduler_config.json`.
-pub fn ddpm_schedule() -> Result<DiscreteSchedule> {
-    DiscreteSchedule::linear(1000, 1e-4, 0.02)
-}
-
 fn analytic<D: crate::Denoiser + 'static>(denoiser: D, name: String, options: &ModelOptions) -> Result<LoadedModel> {
     options.require_cpu_f32("analytic")?;
     options.refuse(
@@ -347,7 +341,7 @@ fn analytic<D: crate::Denoiser + 'static>(denoiser: D, name: String, options: &M
     };
     let (sampler, spacing, clip) = defaults.resolve(options, &mut description);
     description.default_applied("schedule: Ho et al.'s linear β 1e-4..0.02 over 1000 steps");
-    let runner = Boomerang::builder(denoiser, ddpm_schedule()?)
+    let runner = Boomerang::builder(denoiser, DiscreteSchedule::ddpm()?)
         .sampler(sampler)
         .spacing(spacing)
         .clip(clip)
@@ -366,8 +360,8 @@ fn builtin(options: &ModelOptions) -> Result<LoadedModel> {
 #[cfg(not(feature = "tch"))]
 fn builtin(_options: &ModelOptions) -> Result<LoadedModel> {
     Err(Error::Unsupported(
-        "the built-in model runs on libtorch, and this build has no `tch` feature: use \
-         gaussian:MEAN,STD or empirical:FOLDER, or build with default features"
+        "the built-in model (the default --model) runs on libtorch, and this build has no `tch` \
+         feature: pass --model gaussian:MEAN,STD or empirical:FOLDER, or build with default features"
             .into(),
     ))
 }

@@ -21,6 +21,12 @@ pub struct DiscreteSchedule {
 }
 
 impl DiscreteSchedule {
+    /// Ho et al.'s DDPM schedule, linear β from 1e-4 to 0.02 over T = 1000 steps: every
+    /// released DDPM checkpoint's, and the analytic models'.
+    pub fn ddpm() -> Result<Self> {
+        Self::linear(1000, 1e-4, 0.02)
+    }
+
     /// `β = linspace(beta_start, beta_end, T)`: Ho et al.'s DDPM (1e-4, 0.02), Patched
     /// Diffusion's FFHQ model (1e-4, 0.025).
     pub fn linear(num_steps: usize, beta_start: f64, beta_end: f64) -> Result<Self> {

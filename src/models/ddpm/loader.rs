@@ -3,9 +3,8 @@
 
 use super::{DdpmConfig, DdpmUNet};
 use crate::models::family::{Family, LoadedModel, ModelDescription, ModelOptions, Probe, SamplingDefaults};
-use crate::models::registry::ddpm_schedule;
 use crate::models::{parse_device, parse_kind, TchDenoiser};
-use crate::schedule::SchedulerConfig;
+use crate::schedule::{DiscreteSchedule, SchedulerConfig};
 use crate::{Boomerang, Clip, Error, Result, Sampler, Spacing};
 
 /// Load a DDPM UNet checkpoint (original or diffusers naming; a file or a folder) as a
@@ -64,7 +63,7 @@ pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<Load
         }
         None => {
             description.default_applied("schedule: Ho et al.'s linear β 1e-4..0.02 over 1000 steps");
-            (ddpm_schedule()?, Clip::Range)
+            (DiscreteSchedule::ddpm()?, Clip::Range)
         }
     };
     if schedule.num_steps() != 1000 && options.spacing.is_none() {
