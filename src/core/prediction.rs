@@ -148,7 +148,13 @@ impl<D: Denoiser + ?Sized> Evaluator<'_, D> {
                 // One call on [x; x] with [condition; unconditional].
                 let both = concatenate(Axis(0), &[xm.view(), xm.view()]).map_err(|e| Error::Shape(e.to_string()))?;
                 let cond = self.condition.concat(unconditional)?;
-                let times2: Vec<f64> = times.iter().chain(times.iter()).copied().collect();
+                // One time for all 2n items, or each item's time for both of its halves
+                // (a single time doubled would be two times for a batch of 2n).
+                let times2: Vec<f64> = if times.len() == 1 {
+                    times.clone()
+                } else {
+                    times.iter().chain(times.iter()).copied().collect()
+                };
                 let raw = self.call(both.view(), &times2, &cond)?;
                 check_output(&raw.output, &both.view(), "guided prediction")?;
                 let out = raw.output;
@@ -301,5 +307,63 @@ fn to_x0_eps(
             });
             (other, out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::denoiser::{DenoiserSpec, FnDenoiser};
+    use crate::schedule::{DiscreteSchedule, TimeSpec};
+
+    /// Classifier-free guidance on a batch of several items at one grid point: one network
+    /// call on 2n items with one time for all (a regression: the single time was doubled,
+    /// "2 times for a batch of 4"), and per-item times doubled.
+    #[test]
+    fn classifier_free_guidance_batches_any_size() {
+        // A "network" predicting each item's class label as its ε.
+        let spec = DenoiserSpec::new(
+            Parameterization::Epsilon,
+            TimeInput::ContinuousStep,
+            DataRange::MinusOneToOne,
+        );
+        let calls = std::sync::Mutex::new(Vec::new());
+        let denoiser = FnDenoiser::new(spec, |x: ArrayView4<'_, f32>, t: &[f64], c: &Condition| {
+            let n = x.dim().0;
+            calls.lock().unwrap().push((n, t.to_vec()));
+            crate::core::denoiser::item_times(t, n)?;
+            let Condition::Class(labels) = c else { unreachable!() };
+            let mut out = Array4::<f32>::zeros(x.raw_dim());
+            for (mut item, &l) in out.outer_iter_mut().zip(labels) {
+                item.fill(l as f32);
+            }
+            Ok(out)
+        });
+        let schedule: NoiseSchedule = DiscreteSchedule::linear(100, 1e-4, 0.02).unwrap().into();
+        let guidance = Guidance::classifier_free(3.0, Condition::Class(vec![0, 1, 2]));
+        let condition = Condition::Class(vec![1, 2, 4]);
+        let eval = Evaluator {
+            denoiser: &denoiser,
+            schedule: &schedule,
+            condition: &condition,
+            guidance: Some(&guidance),
+            clip: Clip::Off,
+            want_variance: false,
+        };
+        let x = Array4::<f32>::zeros((3, 1, 2, 2));
+        let p = schedule.start(TimeSpec::Step(50)).unwrap();
+        let one = eval.predict(x.view(), &p).unwrap();
+        let q = schedule.start(TimeSpec::Step(20)).unwrap();
+        let per_item = eval.predict_items(x.view(), &[p, q, p]).unwrap();
+        for pred in [&one, &per_item] {
+            for (i, want) in [3.0f32, 4.0, 8.0].into_iter().enumerate() {
+                assert!(pred.eps.index_axis(Axis(0), i).iter().all(|&e| e == want), "item {i}");
+            }
+        }
+        let calls = calls.into_inner().unwrap();
+        assert_eq!(
+            calls,
+            vec![(6, vec![50.0]), (6, vec![50.0, 20.0, 50.0, 50.0, 20.0, 50.0])]
+        );
     }
 }
