@@ -48,7 +48,8 @@ postprocessing (no clamping; checked to give the pipeline's own `output_type="pt
 scaling_factor * posterior mode, `timesteps` (i64, the whole `set_timesteps(10)` list),
 `run_timesteps` (i64, the steps run), `start_timestep` (i64), `final_alpha_cumprod` (f64 of the
 scheduler's f32), `alphas_cumprod_run` (f64 of the scheduler's f32 values at the run's steps),
-`params` (f64: steps, strength, guidance, eta). The prompts are in the file's metadata.
+`params` (f64: steps, strength, guidance, eta). The prompts are in the file's metadata
+(key `prompts`).
 
 Run from the repository root (about a minute on a CPU):
 
@@ -213,7 +214,8 @@ def main():
     patches = Patches()
     patches.noise = torch.randn((len(PROMPTS), 4, SIZE // 2, SIZE // 2), generator=torch.Generator().manual_seed(2024))
     out = {"noise": patches.noise}
-    meta = {"prompts": json.dumps(PROMPTS), "negative_prompts": json.dumps(NEGATIVE)}
+    # One metadata key: safetensors writes a metadata map in no fixed order.
+    meta = {"prompts": json.dumps({"prompts": PROMPTS, "negative_prompts": NEGATIVE})}
     for name, clip in (("ddim", False), ("ddim_clip", True)):
         rec, sched = run(patches, torch.float32, clip)
         c = sched.config
