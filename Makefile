@@ -68,6 +68,7 @@ fixtures: $(TORCH_STAMP)
 	$(VENV)/bin/python tools/make_fastdpm_fixtures.py
 	$(VENV)/bin/python tools/make_ddpm_fixtures.py
 	$(VENV)/bin/python tools/make_sd_fixtures.py
+	$(VENV)/bin/python tools/make_img2img_fixture.py
 	@echo "tools/make_lpips_fixtures.py needs lpips, torchvision and scikit-image: see its header"
 
 clean-venv:

@@ -333,4 +333,58 @@ mod tests {
         assert!(Clip::Dynamic { quantile: 0.0 }.validate().is_err());
         assert!(Clip::Dynamic { quantile: f64::NAN }.validate().is_err());
     }
+
+    use crate::core::denoiser::{DenoiserSpec, FnDenoiser};
+    use crate::schedule::{DiscreteSchedule, TimeSpec};
+
+    /// Classifier-free guidance on a batch of several items at one grid point: one network
+    /// call on 2n items with a time for each (a regression: the single time was doubled,
+    /// "2 times for a batch of 4"), and per-item times doubled.
+    #[test]
+    fn classifier_free_guidance_batches_any_size() {
+        // A "network" predicting each item's class label as its ε.
+        let spec = DenoiserSpec::new(
+            Parameterization::Epsilon,
+            TimeInput::ContinuousStep,
+            DataRange::MinusOneToOne,
+        );
+        let calls = std::sync::Mutex::new(Vec::new());
+        let denoiser = FnDenoiser::new(spec, |x: ArrayView4<'_, f32>, t: &[f64], c: &Condition| {
+            let n = x.dim().0;
+            calls.lock().unwrap().push((n, t.to_vec()));
+            crate::core::denoiser::item_times(t, n)?;
+            let Condition::Class(labels) = c else { unreachable!() };
+            let mut out = Array4::<f32>::zeros(x.raw_dim());
+            for (mut item, &l) in out.outer_iter_mut().zip(labels) {
+                item.fill(l as f32);
+            }
+            Ok(out)
+        });
+        let schedule: NoiseSchedule = DiscreteSchedule::linear(100, 1e-4, 0.02).unwrap().into();
+        let guidance = Guidance::classifier_free(3.0, Condition::Class(vec![0, 1, 2]));
+        let condition = Condition::Class(vec![1, 2, 4]);
+        let eval = Evaluator {
+            denoiser: &denoiser,
+            schedule: &schedule,
+            condition: &condition,
+            guidance: Some(&guidance),
+            clip: Clip::Off,
+            want_variance: false,
+        };
+        let x = Array4::<f32>::zeros((3, 1, 2, 2));
+        let p = schedule.start(TimeSpec::Step(50)).unwrap();
+        let one = eval.predict(x.view(), &p).unwrap();
+        let q = schedule.start(TimeSpec::Step(20)).unwrap();
+        let per_item = eval.predict_items(x.view(), &[p, q, p]).unwrap();
+        for pred in [&one, &per_item] {
+            for (i, want) in [3.0f32, 4.0, 8.0].into_iter().enumerate() {
+                assert!(pred.eps.index_axis(Axis(0), i).iter().all(|&e| e == want), "item {i}");
+            }
+        }
+        let calls = calls.into_inner().unwrap();
+        assert_eq!(
+            calls,
+            vec![(6, vec![50.0; 6]), (6, vec![50.0, 20.0, 50.0, 50.0, 20.0, 50.0])]
+        );
+    }
 }

@@ -16,6 +16,7 @@ mod cli_train;
 mod ddpm_boomerang;
 mod ddpm_parity;
 mod pretrained;
+mod sd_img2img;
 mod sd_memory;
 mod sd_parity;
 mod sd_tokenizer;

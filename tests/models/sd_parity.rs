@@ -344,9 +344,12 @@ fn check_boomerang(which: &str) {
         Sampler::ddim(0.0),
         None,
     );
+    // The runner evaluates [cond; uncond] as ONE batch of 2n where the spelt-out run makes two
+    // calls of n: libtorch blocks its convolutions by batch size, so the two differ by f32
+    // reassociation only (measured 4.3e-6 for sd1, 8.6e-6 for sd2 over the whole run).
     let e = rel_err(&out.sample, &again);
     assert!(
-        e <= 1e-6,
+        e <= 2e-5,
         "{which}: the core's run differs from the spelt-out run by {e:e}"
     );
 
