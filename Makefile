@@ -20,7 +20,7 @@ export CARGO_INCREMENTAL ?= 0
 
 CARGO ?= cargo
 
-.PHONY: test test-core test-tch package-size demo bench doc fixtures clean-venv libtorch
+.PHONY: test lint test-core test-tch package-size demo bench doc fixtures clean-venv libtorch
 
 libtorch: $(TORCH_STAMP)
 
@@ -32,9 +32,17 @@ $(TORCH_STAMP):
 	$(VENV)/bin/pip uninstall --quiet --yes triton
 	touch $@
 
-## Every test suite: the pure-Rust core without libtorch, then everything with it, and
-## the published package's size.
-test: test-core test-tch package-size
+## Every test suite: the lints, the pure-Rust core without libtorch, then everything with
+## it, and the published package's size.
+test: lint test-core test-tch package-size
+
+## Formatting, clippy and the docs of both feature sets, warnings denied.
+lint: $(TORCH_STAMP)
+	$(CARGO) fmt --check
+	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-default-features --no-deps --quiet
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
 test-core:
 	$(CARGO) test --no-default-features
@@ -58,8 +66,10 @@ demo: $(TORCH_STAMP)
 bench: $(TORCH_STAMP)
 	$(CARGO) bench
 
-doc:
+## The docs of both feature sets (the tch models included).
+doc: $(TORCH_STAMP)
 	$(CARGO) doc --no-default-features --no-deps
+	$(CARGO) doc --no-deps
 
 ## Regenerate the committed reference fixtures (dev only: needs numpy, diffusers).
 fixtures: $(TORCH_STAMP)

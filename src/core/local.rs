@@ -11,7 +11,6 @@
 use ndarray::{Array4, ArrayView4};
 
 use crate::core::codec::Codec;
-use crate::core::denoiser::DenoiserSpec;
 use crate::core::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Boomerang, Denoiser, Result};

@@ -111,7 +111,7 @@ impl Spacing {
                 (0..=s).rev().map(|k| point(schedule, k as f64)).collect()
             }
             (Spacing::Full, _) => continuous_grid(schedule, start, schedule.num_steps()),
-            (&Spacing::Uniform(n), _) if n == 0 => Err(Error::param("steps", "Uniform(n) needs n >= 1")),
+            (&Spacing::Uniform(0), _) => Err(Error::param("steps", "Uniform(n) needs n >= 1")),
             (&Spacing::Uniform(n), NoiseSchedule::Discrete(d)) => {
                 let s = start_step(start)?;
                 let span = (d.num_steps() - 1) as f64;

@@ -20,9 +20,11 @@ fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
+type Runner = Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -> Array4<f32> + Sync>;
+
 fn runners() -> Vec<(
     &'static str,
-    Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -> Array4<f32> + Sync>,
+    Runner,
 )> {
     let vp = DiscreteSchedule::linear(200, 1e-4, 0.1).unwrap();
     let data = EmpiricalDenoiser::new(images(5), DataRange::MinusOneToOne).unwrap();

@@ -216,7 +216,7 @@ impl DdpmConfig {
             return p("in_channels and out_ch must be positive".into());
         }
         let down = 1usize << (self.levels() - 1).min(usize::BITS as usize - 1);
-        if self.resolution == 0 || self.resolution % down != 0 {
+        if self.resolution == 0 || !self.resolution.is_multiple_of(down) {
             return p(format!(
                 "resolution {} must be a positive multiple of 2^(levels−1) = {down}",
                 self.resolution
@@ -227,14 +227,14 @@ impl DdpmConfig {
         }
         for &m in &self.ch_mult {
             let c = self.ch * m;
-            if c % self.norm_groups != 0 {
+            if !c.is_multiple_of(self.norm_groups) {
                 return p(format!(
                     "width {c} (ch·{m}) is not divisible by norm_groups {}",
                     self.norm_groups
                 ));
             }
         }
-        if self.ch % self.norm_groups != 0 {
+        if !self.ch.is_multiple_of(self.norm_groups) {
             return p(format!(
                 "ch {} is not divisible by norm_groups {}",
                 self.ch, self.norm_groups
@@ -679,7 +679,7 @@ impl DdpmConfig {
         let mut attn_levels = Vec::new();
         while let Some(t) = sd.get(&format!("down.{}.block.0.conv1.weight", ch_mult.len())) {
             let l = ch_mult.len();
-            if ch == 0 || t.shape.first().map_or(true, |c| c % ch != 0) {
+            if ch == 0 || t.shape.first().is_none_or(|c| !c.is_multiple_of(ch)) {
                 return Err(Error::InvalidInput(format!(
                     "down.{l}.block.0.conv1.weight has shape {:?}",
                     t.shape
