@@ -40,6 +40,7 @@
 pub mod ddpm;
 pub mod loading;
 pub(crate) mod nn;
+pub mod patched;
 pub mod pretrained;
 pub mod stable_diffusion;
 
