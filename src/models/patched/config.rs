@@ -479,9 +479,7 @@ impl PatchedConfig {
 
     /// Width of the time embedding, `int(model_channels·channel_mult[-1])` (not `4·mc`).
     pub fn time_embed_dim(&self) -> usize {
-        self.channel_mult
-            .last()
-            .map_or(0, |&m| width(self.model_channels, m))
+        self.channel_mult.last().map_or(0, |&m| width(self.model_channels, m))
     }
 
     /// The downsampling rates with attention (`(image_size/P) // r` per resolution `r`).
@@ -623,17 +621,26 @@ impl PatchedConfig {
         self.betas()?;
         self.respaced_steps()?;
         if !self.guidance_scale.is_finite() {
-            return Err(Error::param("guidance_scale", format!("must be finite, got {}", self.guidance_scale)));
+            return Err(Error::param(
+                "guidance_scale",
+                format!("must be finite, got {}", self.guidance_scale),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::param("dropout", format!("must lie in [0, 1), got {}", self.dropout)));
+            return Err(Error::param(
+                "dropout",
+                format!("must lie in [0, 1), got {}", self.dropout),
+            ));
         }
         let mut prev = f64::INFINITY;
         for &s in &self.snr_splits {
             if !(s.is_finite() && s > 0.0 && s < prev) {
                 return Err(Error::param(
                     "snr_splits",
-                    format!("{:?}: thresholds must be positive, finite and descending", self.snr_splits),
+                    format!(
+                        "{:?}: thresholds must be positive, finite and descending",
+                        self.snr_splits
+                    ),
                 ));
             }
             prev = s;
@@ -660,7 +667,10 @@ impl PatchedConfig {
         let mut add = |k: String, s: Vec<usize>| v.push((k, s));
         let (mc, e, ch0, pc) = (self.model_channels, plan.emb, plan.ch0, plan.patched);
         if let Some(n) = self.num_classes {
-            add("label_embs.weight".into(), vec![n + usize::from(self.classifier_free), ch0]);
+            add(
+                "label_embs.weight".into(),
+                vec![n + usize::from(self.classifier_free), ch0],
+            );
         }
         add("time_embed.0.weight".into(), vec![4 * mc, mc]);
         add("time_embed.0.bias".into(), vec![4 * mc]);
@@ -736,7 +746,10 @@ impl PatchedConfig {
     pub(crate) fn plan(&self) -> Result<Plan> {
         let p = |name: &'static str, reason: String| Err(Error::param(name, reason));
         if self.image_size == 0 || self.image_size > MAX_IMAGE_SIZE {
-            return p("image_size", format!("must lie in 1..={MAX_IMAGE_SIZE}, got {}", self.image_size));
+            return p(
+                "image_size",
+                format!("must lie in 1..={MAX_IMAGE_SIZE}, got {}", self.image_size),
+            );
         }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return p(
@@ -755,7 +768,10 @@ impl PatchedConfig {
             return p("channel_mult", format!("needs 1..={MAX_LEVELS} levels, got {levels}"));
         }
         if let Some(m) = self.channel_mult.iter().find(|m| !(m.is_finite() && **m > 0.0)) {
-            return p("channel_mult", format!("multipliers must be positive and finite, got {m}"));
+            return p(
+                "channel_mult",
+                format!("multipliers must be positive and finite, got {m}"),
+            );
         }
         if self.model_channels < 4 || self.model_channels > MAX_WIDTH {
             return p(
@@ -767,7 +783,10 @@ impl PatchedConfig {
         if let Some(w) = widths.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
             return p(
                 "channel_mult",
-                format!("gives a level width {w} outside 1..={MAX_WIDTH} ({:?})", self.channel_mult),
+                format!(
+                    "gives a level width {w} outside 1..={MAX_WIDTH} ({:?})",
+                    self.channel_mult
+                ),
             );
         }
         if self.num_res_blocks == 0 || self.num_res_blocks > MAX_RES_BLOCKS {
@@ -870,19 +889,28 @@ impl PatchedConfig {
         };
         let patched = self.in_channels * self.patch_size * self.patch_size;
 
-        let mut input = vec![vec![Layer::Conv { cin: patched, cout: ch0 }]];
+        let mut input = vec![vec![Layer::Conv {
+            cin: patched,
+            cout: ch0,
+        }]];
         let mut chans = vec![ch0];
         let mut ch = ch0;
         let mut ds = 1usize;
         for l in 0..levels {
             for _ in 0..self.num_res_blocks {
-                let mut block = vec![Layer::Res { cin: ch, cout: widths[l] }];
+                let mut block = vec![Layer::Res {
+                    cin: ch,
+                    cout: widths[l],
+                }];
                 norm(ch, "a residual block's input")?;
                 ch = widths[l];
                 norm(ch, "a residual block's")?;
                 if rates.contains(&ds) {
                     norm(ch, "an attention block's")?;
-                    block.push(Layer::Attn { c: ch, heads: heads(ch, false)? });
+                    block.push(Layer::Attn {
+                        c: ch,
+                        heads: heads(ch, false)?,
+                    });
                 }
                 input.push(block);
                 chans.push(ch);
@@ -898,7 +926,10 @@ impl PatchedConfig {
         norm(ch, "the middle block's")?;
         let middle = vec![
             Layer::Res { cin: ch, cout: ch },
-            Layer::Attn { c: ch, heads: heads(ch, false)? },
+            Layer::Attn {
+                c: ch,
+                heads: heads(ch, false)?,
+            },
             Layer::Res { cin: ch, cout: ch },
         ];
         // `ch` is the original's bookkeeping, `actual` the width of the tensor it describes.
@@ -911,7 +942,10 @@ impl PatchedConfig {
                     .ok_or_else(|| Error::Model("Patched UNet plan: skip stack exhausted".into()))?;
                 if ich != ch {
                     if ch == 0 {
-                        return p("channel_mult", "the original's channel bookkeeping divides by zero".into());
+                        return p(
+                            "channel_mult",
+                            "the original's channel bookkeeping divides by zero".into(),
+                        );
                     }
                     ch = ich % ch;
                 }
@@ -935,7 +969,10 @@ impl PatchedConfig {
                 ch = widths[l];
                 actual = ch;
                 if rates.contains(&ds) {
-                    block.push(Layer::Attn { c: ch, heads: heads(ch, true)? });
+                    block.push(Layer::Attn {
+                        c: ch,
+                        heads: heads(ch, true)?,
+                    });
                 }
                 if l > 0 && i == self.num_res_blocks {
                     let out = widths[l - 1];

@@ -288,11 +288,7 @@ fn infer_config(path: &Path, sd: &StateDict) -> Result<PatchedConfig> {
     for name in PatchedConfig::PRESETS {
         let preset = PatchedConfig::preset(name)?;
         let shapes = preset.parameter_shapes()?;
-        if shapes.len() == sd.len()
-            && shapes
-                .iter()
-                .all(|(k, s)| sd.get(k).is_some_and(|t| t.shape == *s))
-        {
+        if shapes.len() == sd.len() && shapes.iter().all(|(k, s)| sd.get(k).is_some_and(|t| t.shape == *s)) {
             return Ok(preset);
         }
     }

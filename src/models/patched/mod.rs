@@ -62,7 +62,9 @@ mod respace;
 
 pub use config::{MeanType, PatchedConfig, MAX_PARAMETERS};
 pub use denoiser::{variance_frac_from_v, PatchedDenoiser};
-pub use load::{load, load_split, load_unet, matches_keys, ConfigSource, PatchedModel, PatchedOptions, SamplingDefaults};
+pub use load::{
+    load, load_split, load_unet, matches_keys, ConfigSource, PatchedModel, PatchedOptions, SamplingDefaults,
+};
 pub use network::PatchedUNet;
 pub use pair::PatchedSplit;
 pub use respace::respaced_steps;

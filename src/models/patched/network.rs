@@ -181,7 +181,10 @@ impl AttnBlock {
         // weight[b, t, s] = Σ_c q[b, c, t]·k[b, c, s]; softmax over s in f32.
         let weight = q.f_transpose(1, 2)?.f_matmul(&k)?;
         let kind = weight.f_kind()?;
-        let weight = weight.f_to_kind(Kind::Float)?.f_softmax(-1, Kind::Float)?.f_to_kind(kind)?;
+        let weight = weight
+            .f_to_kind(Kind::Float)?
+            .f_softmax(-1, Kind::Float)?
+            .f_to_kind(kind)?;
         // a[b, c, t] = Σ_s weight[b, t, s]·v[b, c, s].
         let a = v.f_matmul(&weight.f_transpose(1, 2)?)?.f_reshape([b, c, t])?;
         let h = self.proj_out.forward(&a)?;
@@ -451,7 +454,10 @@ impl PatchedUNet {
             )));
         }
         if t.size() != [n] {
-            return Err(Error::Shape(format!("expected {n} times, got a tensor of shape {:?}", t.size())));
+            return Err(Error::Shape(format!(
+                "expected {n} times, got a tensor of shape {:?}",
+                t.size()
+            )));
         }
         let x = self.patchify(&x.f_to_kind(self.kind)?)?;
         // timestep_embedding(t, mc), then time_embed = Linear, SiLU, Linear, SiLU.
