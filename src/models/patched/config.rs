@@ -751,7 +751,7 @@ impl PatchedConfig {
                 format!("must lie in 1..={MAX_IMAGE_SIZE}, got {}", self.image_size),
             );
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return p(
                 "patch_size",
                 format!(
@@ -797,7 +797,7 @@ impl PatchedConfig {
         }
         let res = self.input_resolution();
         let down = 1usize << (levels - 1);
-        if res % down != 0 {
+        if !res.is_multiple_of(down) {
             return p(
                 "channel_mult",
                 format!(
@@ -833,7 +833,7 @@ impl PatchedConfig {
             return p("norm_groups", "must be positive".into());
         }
         let ch0 = widths[0];
-        if ch0 < 4 || ch0 % 2 != 0 {
+        if ch0 < 4 || !ch0.is_multiple_of(2) {
             return p(
                 "channel_mult",
                 format!("the level-0 width {ch0} must be even and at least 4 (2-D positional embedding)"),
@@ -854,7 +854,7 @@ impl PatchedConfig {
         let heads = |c: usize, upsample: bool| -> Result<usize> {
             match self.num_head_channels {
                 Some(d) => {
-                    if c % d != 0 {
+                    if !c.is_multiple_of(d) {
                         return Err(Error::param(
                             "num_head_channels",
                             format!("attention width {c} is not divisible by num_head_channels {d}"),
@@ -868,7 +868,7 @@ impl PatchedConfig {
                     } else {
                         self.num_heads
                     };
-                    if h == 0 || c % h != 0 {
+                    if h == 0 || !c.is_multiple_of(h) {
                         return Err(Error::param(
                             if upsample { "num_heads_upsample" } else { "num_heads" },
                             format!("attention width {c} is not divisible into {h} heads"),
@@ -879,7 +879,7 @@ impl PatchedConfig {
             }
         };
         let norm = |c: usize, what: &str| -> Result<()> {
-            if c % groups != 0 {
+            if !c.is_multiple_of(groups) {
                 return Err(Error::param(
                     "norm_groups",
                     format!("{what} width {c} is not divisible by {groups} GroupNorm groups"),
@@ -1008,7 +1008,7 @@ fn width(mc: usize, m: f64) -> usize {
 /// `create_model`'s channel multipliers for an empty `channel_mult`, by post-patch
 /// resolution.
 fn default_channel_mult(image_size: usize, patch_size: usize) -> Result<Vec<f64>> {
-    if patch_size == 0 || image_size % patch_size != 0 {
+    if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
         return Err(Error::param(
             "patch_size",
             format!("patch size {patch_size} must evenly divide the image size {image_size}"),

@@ -93,13 +93,13 @@ impl Denoiser for PatchedDenoiser {
 
     fn predict(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<Array4<f32>> {
         let raw = self.forward_raw(x, times, condition)?;
-        let c = x.dim().1;
+        let c = mean_channels(&raw, x.dim().1)?;
         Ok(raw.slice(s![.., ..c, .., ..]).to_owned())
     }
 
     fn predict_variance(&self, x: ArrayView4<'_, f32>, times: &[f64], condition: &Condition) -> Result<RawPrediction> {
         let raw = self.forward_raw(x, times, condition)?;
-        let c = x.dim().1;
+        let c = mean_channels(&raw, x.dim().1)?;
         let output = raw.slice(s![.., ..c, .., ..]).to_owned();
         if !self.spec.learned_variance {
             return Ok(RawPrediction {
@@ -109,9 +109,9 @@ impl Denoiser for PatchedDenoiser {
         }
         if raw.dim().1 != 2 * c {
             return Err(Error::Model(format!(
-                "the variance head returned {} channels, expected {}",
-                raw.dim().1 - c.min(raw.dim().1),
-                c
+                "the network returned {} channels, expected {} (mean and variance heads)",
+                raw.dim().1,
+                2 * c
             )));
         }
         let mut frac = Array4::<f32>::zeros(output.raw_dim());
@@ -123,4 +123,15 @@ impl Denoiser for PatchedDenoiser {
             variance_frac: Some(frac),
         })
     }
+}
+
+/// The input's channel count `c`, checked to be at most the output's.
+fn mean_channels(raw: &Array4<f32>, c: usize) -> Result<usize> {
+    if raw.dim().1 < c {
+        return Err(Error::Model(format!(
+            "the network returned {} channels for a {c}-channel input",
+            raw.dim().1
+        )));
+    }
+    Ok(c)
 }

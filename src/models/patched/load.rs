@@ -26,7 +26,7 @@ pub enum ConfigSource {
     /// A preset by name ([`PatchedConfig::preset`]).
     Preset(String),
     /// This configuration.
-    Explicit(PatchedConfig),
+    Explicit(Box<PatchedConfig>),
 }
 
 /// How [`load`] builds the networks.
@@ -192,7 +192,7 @@ fn load_files(files: &[PathBuf], config_json: Option<PathBuf>, options: &Patched
         ConfigSource::Preset(name) => Some(PatchedConfig::preset(name)?),
         ConfigSource::Explicit(c) => {
             c.validate()?;
-            Some(c.clone())
+            Some(c.as_ref().clone())
         }
     };
     if config.is_none() {
@@ -257,13 +257,24 @@ fn find_weights(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Only a JSON object naming a Patched-specific key counts as this family's config (a
-/// diffusers `config.json` beside the weights is not one).
+/// Only a JSON object naming a key of the original scripts' (or this crate's) configuration
+/// counts as this family's config (a diffusers `config.json` beside the weights is not one).
 fn looks_like_patched_config(text: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(text)
         .ok()
         .and_then(|v| v.as_object().cloned())
-        .is_some_and(|o| o.contains_key("patch_size") || o.contains_key("model_channels"))
+        .is_some_and(|o| {
+            [
+                "patch_size",
+                "model_channels",
+                "num_channels",
+                "class_cond",
+                "learn_sigma",
+                "channel_mult",
+            ]
+            .iter()
+            .any(|k| o.contains_key(*k))
+        })
 }
 
 /// Read a state dict (removing a DataParallel `module.` prefix) and check that it is a

@@ -38,6 +38,9 @@
 //! let options = PatchedOptions { config: ConfigSource::Preset("imagenet256".into()), ..Default::default() };
 //! let model = patched::load_split(&["imagenet_weights_0.pt", "imagenet_weights_1.pt"], &options)?;
 //! let d = model.defaults;
+//! // d.steps is the original's respaced grid (250 of 1000). Spacing::Uniform(250) visits it
+//! // exactly from the last step; below other starts it re-spreads the steps (its first step is
+//! // still the respaced one from 246 of the 249 respaced steps).
 //! let mut builder = Boomerang::builder(model.denoiser, model.schedule)
 //!     .sampler(d.sampler)
 //!     .spacing(boomerang::Spacing::Uniform(d.steps.len()))

@@ -118,6 +118,9 @@ impl PatchedSplit {
         call: impl Fn(&PatchedDenoiser, ArrayView4<'_, f32>, &[f64], &Condition) -> Result<RawPrediction>,
     ) -> Result<RawPrediction> {
         let n = x.dim().0;
+        if n == 0 {
+            return Err(Error::InvalidInput("the batch is empty".into()));
+        }
         let t = item_times(times, n)?;
         let owner = t
             .iter()
