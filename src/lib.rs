@@ -74,7 +74,7 @@ pub use crate::core::denoiser::{
 };
 pub use crate::core::guidance::{Guidance, Guide};
 pub use crate::core::noise::NoiseStreams;
-pub use crate::core::prediction::{Clip, Prediction};
+pub use crate::core::prediction::{Clip, Prediction, Quantile};
 pub use error::{Error, Result};
 pub use sampler::{Sampler, SamplerState, Spacing, StepInfo, StepOutput, Variance};
 pub use schedule::{GridPoint, NoiseSchedule, TimeSpec};

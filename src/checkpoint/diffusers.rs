@@ -55,17 +55,8 @@ pub fn find_weights(dir: &Path, stem: &str, bin_stem: &str, variant: WeightsVari
 /// Weight-file extensions looked for in model folders.
 pub const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "pt", "pth", "ckpt", "bin"];
 
-/// The one weight file of a model folder: diffusers' `diffusion_pytorch_model[.fp16]`
-/// names first (also under `unet/`), else the folder's only file with a weight extension
-/// (`model.ckpt`, `model-790000.ckpt`, `ckpt.pth`, ...). `None` when there is none; several
-/// candidates are an error naming them.
-pub fn model_weights(dir: &Path) -> Result<Option<PathBuf>> {
-    let stem = "diffusion_pytorch_model";
-    for d in [dir.to_path_buf(), dir.join("unet")] {
-        if let Ok(p) = find_weights(&d, stem, stem, WeightsVariant::Auto, false) {
-            return Ok(Some(p));
-        }
-    }
+/// The files of `dir` with a weight extension, sorted.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for e in entries.flatten() {
@@ -79,6 +70,21 @@ pub fn model_weights(dir: &Path) -> Result<Option<PathBuf>> {
         }
     }
     found.sort();
+    Ok(found)
+}
+
+/// The one weight file of a model folder: diffusers' `diffusion_pytorch_model[.fp16]`
+/// names first (also under `unet/`), else the folder's only file with a weight extension
+/// (`model.ckpt`, `model-790000.ckpt`, `ckpt.pth`, ...). `None` when there is none; several
+/// candidates are an error naming them.
+pub fn model_weights(dir: &Path) -> Result<Option<PathBuf>> {
+    let stem = "diffusion_pytorch_model";
+    for d in [dir.to_path_buf(), dir.join("unet")] {
+        if let Ok(p) = find_weights(&d, stem, stem, WeightsVariant::Auto, false) {
+            return Ok(Some(p));
+        }
+    }
+    let mut found = weight_files(dir)?;
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),

@@ -33,7 +33,12 @@ pub trait LocalSampler {
     /// Boomerang samples with item `i` at `ts[i]`. Runners batch items at different noise
     /// levels into one network call per step ([`Boomerang::run_items`]); the default runs
     /// each distinct `t` as its own batch.
-    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+    fn sample_items(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
         default_sample_items(self, images, ts, noise)
     }
 }
@@ -70,7 +75,8 @@ fn default_sample_items<S: LocalSampler + ?Sized>(
                     Array4::zeros((n, c, h, w))
                 });
                 for (k, &j) in group.iter().enumerate() {
-                    arr.index_axis_mut(ndarray::Axis(0), j).assign(&res.index_axis(ndarray::Axis(0), k));
+                    arr.index_axis_mut(ndarray::Axis(0), j)
+                        .assign(&res.index_axis(ndarray::Axis(0), k));
                 }
             }
             Err(e) => result = Err(e),
@@ -99,7 +105,12 @@ impl<D: Denoiser, C: Codec> LocalSampler for Boomerang<D, C> {
         Ok(self.run_with(images, t, noise, None)?.sample)
     }
 
-    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+    fn sample_items(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
         self.run_items(images, ts, noise)
     }
 }
@@ -114,7 +125,12 @@ impl<S: LocalSampler + ?Sized> LocalSampler for &S {
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
         (**self).sample(images, t, noise)
     }
-    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+    fn sample_items(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
         (**self).sample_items(images, ts, noise)
     }
 }
@@ -129,7 +145,12 @@ impl<S: LocalSampler + ?Sized> LocalSampler for Box<S> {
     fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
         (**self).sample(images, t, noise)
     }
-    fn sample_items(&self, images: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+    fn sample_items(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
         (**self).sample_items(images, ts, noise)
     }
 }

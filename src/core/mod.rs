@@ -9,4 +9,4 @@ pub mod denoiser;
 pub mod guidance;
 pub mod local;
 pub(crate) mod noise;
-pub(crate) mod prediction;
+pub mod prediction;

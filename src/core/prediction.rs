@@ -31,16 +31,29 @@ pub enum Clip {
     Range,
     /// Dynamic thresholding (Saharia et al., Imagen; Patched Diffusion uses 0.995): per item,
     /// with `u` the prediction mapped to `[-1, 1]`, `s = max(1, quantile(|u|, q))` and
-    /// `u ← clamp(u, −s, s)/s`. The quantile interpolates linearly, as `torch.quantile`.
+    /// `u ← clamp(u, −s, s)/s`.
     Dynamic {
         /// The quantile `q` in `(0, 1]`.
         quantile: f64,
+        /// How the quantile picks between order statistics.
+        interpolation: Quantile,
     },
+}
+
+/// How a quantile is read off sorted values, as `torch.quantile`'s `interpolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantile {
+    /// Linear between the two neighbouring order statistics (torch's default; Imagen).
+    #[default]
+    Linear,
+    /// The order statistic at the rank `q·(n−1)` rounded half to even (Patched Diffusion's
+    /// sampling script).
+    Nearest,
 }
 
 impl Clip {
     pub(crate) fn validate(&self) -> Result<()> {
-        if let Clip::Dynamic { quantile } = *self {
+        if let Clip::Dynamic { quantile, .. } = *self {
             if !(quantile > 0.0 && quantile <= 1.0) {
                 return Err(Error::param(
                     "threshold",
@@ -56,11 +69,14 @@ impl Clip {
         match *self {
             Clip::Off => {}
             Clip::Range => x0.par_mapv_inplace(|v| v.clamp(lo, hi)),
-            Clip::Dynamic { quantile } => {
+            Clip::Dynamic {
+                quantile,
+                interpolation,
+            } => {
                 let (c, r) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
                 x0.outer_iter_mut().into_par_iter().for_each(|mut item| {
                     let mut mags: Vec<f32> = item.iter().map(|&v| ((v - c) / r).abs()).collect();
-                    let s = quantile_of(&mut mags, quantile).max(1.0);
+                    let s = quantile_of(&mut mags, quantile, interpolation).max(1.0);
                     item.mapv_inplace(|v| c + r * (((v - c) / r).clamp(-s, s) / s));
                 });
             }
@@ -68,12 +84,22 @@ impl Clip {
     }
 }
 
-/// `torch.quantile(values, q)` (linear interpolation between order statistics).
-fn quantile_of(values: &mut [f32], q: f64) -> f32 {
+/// `torch.quantile(values, q, interpolation=...)`.
+fn quantile_of(values: &mut [f32], q: f64, interpolation: Quantile) -> f32 {
     if values.is_empty() {
         return 0.0;
     }
     let pos = q * (values.len() - 1) as f64;
+    if interpolation == Quantile::Nearest {
+        let r = pos.round();
+        let rank = if (pos - pos.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+            r - 1.0
+        } else {
+            r
+        };
+        let (_, &mut v, _) = values.select_nth_unstable_by(rank as usize, f32::total_cmp);
+        return v;
+    }
     let (lo, frac) = (pos.floor() as usize, (pos - pos.floor()) as f32);
     let (_, &mut a, rest) = values.select_nth_unstable_by(lo, f32::total_cmp);
     if frac == 0.0 || rest.is_empty() {
@@ -312,10 +338,16 @@ mod tests {
     #[test]
     fn quantile_interpolates_like_torch() {
         // torch.quantile(torch.tensor([1., 2., 3., 4.]), 0.5) == 2.5; q = 0.9 -> 3.7.
-        assert_eq!(quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.5), 2.5);
-        assert!((quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.9) - 3.7).abs() < 1e-6);
-        assert_eq!(quantile_of(&mut [5.0], 0.995), 5.0);
-        assert_eq!(quantile_of(&mut [1.0, 2.0], 1.0), 2.0);
+        let lin = Quantile::Linear;
+        assert_eq!(quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.5, lin), 2.5);
+        assert!((quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.9, lin) - 3.7).abs() < 1e-6);
+        assert_eq!(quantile_of(&mut [5.0], 0.995, lin), 5.0);
+        assert_eq!(quantile_of(&mut [1.0, 2.0], 1.0, lin), 2.0);
+        // interpolation='nearest': rank 1.5 -> 2 (half to even), 2.7 -> 3, 0.5 -> 0.
+        let near = Quantile::Nearest;
+        assert_eq!(quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.5, near), 3.0);
+        assert_eq!(quantile_of(&mut [4.0, 1.0, 3.0, 2.0], 0.9, near), 4.0);
+        assert_eq!(quantile_of(&mut [2.0, 1.0], 0.5, near), 1.0);
     }
 
     #[test]
@@ -323,15 +355,33 @@ mod tests {
         // Item 0 within [-1, 1]: unchanged. Item 1 reaches ±3 at its 0.5 quantile s = 2:
         // clamp to ±2, then divide by 2.
         let mut x0 = Array4::from_shape_vec((2, 1, 1, 4), vec![0.5, -0.2, 0.9, -1.0, 3.0, -1.0, 1.0, -3.0]).unwrap();
-        Clip::Dynamic { quantile: 0.5 }.apply(&mut x0, DataRange::MinusOneToOne);
+        Clip::Dynamic {
+            quantile: 0.5,
+            interpolation: Quantile::Linear,
+        }
+        .apply(&mut x0, DataRange::MinusOneToOne);
         assert_eq!(x0.as_slice().unwrap()[..4], [0.5, -0.2, 0.9, -1.0]);
         assert_eq!(x0.as_slice().unwrap()[4..], [1.0, -0.5, 0.5, -1.0]);
         // In a [0, 1] range the same happens around the centre 0.5.
         let mut y = Array4::from_shape_vec((1, 1, 1, 2), vec![2.0, -1.0]).unwrap();
-        Clip::Dynamic { quantile: 1.0 }.apply(&mut y, DataRange::ZeroToOne);
+        Clip::Dynamic {
+            quantile: 1.0,
+            interpolation: Quantile::Linear,
+        }
+        .apply(&mut y, DataRange::ZeroToOne);
         assert_eq!(y.as_slice().unwrap(), [1.0, 0.0]);
-        assert!(Clip::Dynamic { quantile: 0.0 }.validate().is_err());
-        assert!(Clip::Dynamic { quantile: f64::NAN }.validate().is_err());
+        assert!(Clip::Dynamic {
+            quantile: 0.0,
+            interpolation: Quantile::Linear
+        }
+        .validate()
+        .is_err());
+        assert!(Clip::Dynamic {
+            quantile: f64::NAN,
+            interpolation: Quantile::Nearest
+        }
+        .validate()
+        .is_err());
     }
 
     use crate::core::denoiser::{DenoiserSpec, FnDenoiser};

@@ -382,6 +382,6 @@ pub fn clip_name(c: Clip) -> String {
     match c {
         Clip::Off => "off".into(),
         Clip::Range => "range".into(),
-        Clip::Dynamic { quantile } => format!("dynamic:{quantile}"),
+        Clip::Dynamic { quantile, .. } => format!("dynamic:{quantile}"),
     }
 }

@@ -44,6 +44,8 @@ pub mod loading;
 #[cfg(feature = "tch")]
 pub(crate) mod nn;
 #[cfg(feature = "tch")]
+pub mod patched;
+#[cfg(feature = "tch")]
 pub mod pretrained;
 pub mod registry;
 #[cfg(feature = "tch")]

@@ -26,7 +26,7 @@ use super::family::{Family, LoadedModel, ModelDescription, ModelOptions, Probe, 
 use crate::analytic::{EmpiricalDenoiser, GaussianDenoiser};
 use crate::apps::dataset::list_images;
 use crate::checkpoint;
-use crate::checkpoint::diffusers::model_weights;
+use crate::checkpoint::diffusers::{model_weights, weight_files};
 use crate::image_io::{load_images, ColorMode};
 use crate::schedule::DiscreteSchedule;
 use crate::{Boomerang, Clip, DataRange, Error, Result, Sampler, Spacing};
@@ -155,8 +155,8 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
     },
     || FamilyEntry {
         family: Family::PatchedDiffusion,
-        detect: |p| p.any_prefix("input_blocks.") && p.any_prefix("time_embed.") && p.any_prefix("variance_output"),
-        load: None,
+        detect: is_patched,
+        load: loader!(super::patched::load_sampler),
     },
     || FamilyEntry {
         family: Family::GuidedDiffusion,
@@ -169,6 +169,15 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
         load: None,
     },
 ];
+
+fn is_patched(p: &Probe) -> bool {
+    let config = p.config.as_ref().is_some_and(|c| c.get("patch_size").is_some());
+    #[cfg(feature = "tch")]
+    let keys = super::patched::matches_keys(&p.key_strs());
+    #[cfg(not(feature = "tch"))]
+    let keys = p.any_prefix("input_blocks.") && p.any_prefix("time_embed.") && p.any_prefix("variance_output");
+    keys || (p.keys.is_empty() && config)
+}
 
 fn is_sd_pipeline(p: &Probe) -> bool {
     p.is_dir && p.path.join("model_index.json").is_file() && p.path.join("unet").is_dir() && p.path.join("vae").is_dir()
@@ -221,7 +230,12 @@ pub fn probe(path: &Path) -> Result<Probe> {
         return Ok(probe);
     }
     let weights = if is_dir {
-        model_weights(path)?
+        // A folder of several weight files (an SNR split's model_0, model_1): the first one's
+        // keys tell the family; its loader picks the files.
+        match model_weights(path) {
+            Ok(w) => w,
+            Err(e) => Some(weight_files(path)?.into_iter().next().ok_or(e)?),
+        }
     } else {
         Some(path.to_path_buf())
     };

@@ -38,7 +38,12 @@ fn imports(module: &str, is_mod_rs: bool, text: &str, modules: &BTreeSet<String>
     let _ = is_mod_rs;
     let mut relative = |prefix: &str, base: &str| {
         for (i, _) in text.match_indices(prefix) {
-            if i > 0 && text[..i].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            if i > 0
+                && text[..i]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            {
                 continue;
             }
             let path: String = text[i + prefix.len()..]

@@ -22,10 +22,7 @@ fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 
 type Runner = Box<dyn Fn(&Array4<f32>, &mut NoiseStreams) -> Array4<f32> + Sync>;
 
-fn runners() -> Vec<(
-    &'static str,
-    Runner,
-)> {
+fn runners() -> Vec<(&'static str, Runner)> {
     let vp = DiscreteSchedule::linear(200, 1e-4, 0.1).unwrap();
     let data = EmpiricalDenoiser::new(images(5), DataRange::MinusOneToOne).unwrap();
     let mk = |d: Box<dyn Denoiser + Sync>, sampler: Sampler, spacing: Spacing, ve: bool| {

@@ -38,7 +38,9 @@ fn eps_spec() -> DenoiserSpec {
 }
 
 fn x0() -> Array4<f32> {
-    Array4::from_shape_fn((2, 3, 4, 4), |(n, c, h, w)| ((n + 3 * c + 5 * h + 7 * w) % 11) as f32 / 5.5 - 1.0)
+    Array4::from_shape_fn((2, 3, 4, 4), |(n, c, h, w)| {
+        ((n + 3 * c + 5 * h + 7 * w) % 11) as f32 / 5.5 - 1.0
+    })
 }
 
 #[test]
@@ -61,7 +63,9 @@ fn classifier_free_guidance_is_one_batched_call_equal_to_two_calls() {
         .unwrap();
     let x = x0();
     let mut noise = NoiseStreams::keyed(5, &[1, 2]);
-    let out = runner.run_with(x.view(), TimeSpec::fraction(0.6), &mut noise, None).unwrap();
+    let out = runner
+        .run_with(x.view(), TimeSpec::fraction(0.6), &mut noise, None)
+        .unwrap();
     let calls = calls.borrow().clone();
     assert_eq!(calls.len(), out.steps, "one network call per reverse step");
     assert!(calls.iter().all(|&b| b == 4), "each call holds the 2n batch: {calls:?}");
@@ -74,9 +78,13 @@ fn classifier_free_guidance_is_one_batched_call_equal_to_two_calls() {
         let c = two.predict(x, &[p.time], &cond)?;
         let u = two.predict(x, &[p.time], &uncond2)?;
         let mut eps = c;
-        Zip::from(&mut eps).and(&u).for_each(|c, &u| *c = u + scale as f32 * (*c - u));
+        Zip::from(&mut eps)
+            .and(&u)
+            .for_each(|c, &u| *c = u + scale as f32 * (*c - u));
         let l = p.level;
-        let x0 = Zip::from(&x).and(&eps).map_collect(|&x, &e| l.x0_from_eps(x as f64, e as f64) as f32);
+        let x0 = Zip::from(&x)
+            .and(&eps)
+            .map_collect(|&x, &e| l.x0_from_eps(x as f64, e as f64) as f32);
         Ok(Prediction {
             x0,
             eps,
@@ -84,7 +92,13 @@ fn classifier_free_guidance_is_one_batched_call_equal_to_two_calls() {
         })
     };
     let manual = Sampler::ddim(0.0)
-        .run(&mut model, out.x_t.clone(), &grid, &mut NoiseStreams::keyed(5, &[1, 2]), None)
+        .run(
+            &mut model,
+            out.x_t.clone(),
+            &grid,
+            &mut NoiseStreams::keyed(5, &[1, 2]),
+            None,
+        )
         .unwrap()
         .prev_sample;
     let err = (&manual - &out.sample).mapv(f32::abs).fold(0f32, |a, &b| a.max(b));
@@ -103,7 +117,10 @@ impl Guide for GaussianLikelihood {
         Some(self.means.len())
     }
     fn grad_log_prob(&self, x: ArrayView4<'_, f32>, times: &[f64], labels: &[i64]) -> boomerang::Result<Array4<f32>> {
-        self.seen.lock().map_err(|_| boomerang::Error::Model("poisoned".into()))?.extend_from_slice(times);
+        self.seen
+            .lock()
+            .map_err(|_| boomerang::Error::Model("poisoned".into()))?
+            .extend_from_slice(times);
         let mut g = x.to_owned();
         for (i, mut item) in g.outer_iter_mut().enumerate() {
             let m = self.means[labels[i] as usize];
@@ -137,7 +154,12 @@ fn classifier_guidance_matches_the_closed_form_on_gaussian_data() {
     let step = 400;
     let x_t = x0();
     let out = runner
-        .reverse_from(x_t.view(), TimeSpec::Step(step), &mut NoiseStreams::keyed(0, &[0, 1]), None)
+        .reverse_from(
+            x_t.view(),
+            TimeSpec::Step(step),
+            &mut NoiseStreams::keyed(0, &[0, 1]),
+            None,
+        )
         .unwrap();
     assert_eq!(out.steps, 1);
     let a = sched.alpha_bar(step).unwrap();
@@ -191,7 +213,9 @@ fn items_at_different_t_share_one_call_per_step_and_match_single_runs() {
         .spacing(Spacing::Uniform(50))
         .build()
         .unwrap();
-    let x = Array4::from_shape_fn((4, 1, 3, 3), |(n, _, h, w)| (n as f32 - 1.5) / 2.0 + 0.1 * (h * 3 + w) as f32);
+    let x = Array4::from_shape_fn((4, 1, 3, 3), |(n, _, h, w)| {
+        (n as f32 - 1.5) / 2.0 + 0.1 * (h * 3 + w) as f32
+    });
     let ts = [0.2, 0.5, 0.5, 0.8].map(TimeSpec::fraction);
     let keys = [11, 12, 13, 14];
     let together = runner

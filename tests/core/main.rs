@@ -10,12 +10,12 @@ mod cli_common;
 
 mod apps_library;
 mod apps_metrics;
+mod architecture;
 mod bad_input;
 mod checkpoint;
 mod cli_anonymize;
 mod cli_commands;
 mod determinism;
-mod architecture;
 mod fastdpm_schedules;
 mod guidance;
 mod image_io;

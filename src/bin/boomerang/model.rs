@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use boomerang::core::codec::LatentMode;
 use boomerang::core::local::LocalSampler;
+use boomerang::core::prediction::Quantile;
 use boomerang::models::registry::{self, ModelSource};
 use boomerang::models::ModelOptions;
 use boomerang::sampler::FastDpmKind;
@@ -220,7 +221,10 @@ impl ModelArgs {
             }
         };
         let clip = match (self.clip_denoised, self.threshold) {
-            (_, Some(q)) => Some(Clip::Dynamic { quantile: q }),
+            (_, Some(q)) => Some(Clip::Dynamic {
+                quantile: q,
+                interpolation: Quantile::Nearest,
+            }),
             (Some(true), None) => Some(Clip::Range),
             (Some(false), None) => Some(Clip::Off),
             (None, None) => None,
