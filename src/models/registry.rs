@@ -266,6 +266,21 @@ pub fn load(source: &ModelSource, options: &ModelOptions) -> Result<LoadedModel>
     if options.max_batch == 0 {
         return Err(Error::param("batch size", "must be at least 1"));
     }
+    let d = options.device.as_str();
+    let device_ok = matches!(d, "auto" | "cpu" | "cuda" | "gpu" | "mps")
+        || d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if !device_ok {
+        return Err(Error::param(
+            "device",
+            format!("`{d}` is not a device; use auto, cpu, cuda, cuda:N or mps"),
+        ));
+    }
+    if !matches!(options.dtype.as_str(), "f32" | "f16" | "bf16") {
+        return Err(Error::param(
+            "dtype",
+            format!("`{}` is not a compute dtype; use f32, f16 or bf16", options.dtype),
+        ));
+    }
     match source {
         ModelSource::Gaussian { mean, std } => {
             let name = format!("gaussian:{mean},{std}");

@@ -372,7 +372,7 @@ fn bad_inputs_give_messages_and_nonzero_exits() {
         (vec!["--model", MODEL, "--t", "0.3", "--sampler", "pc"], "VE"),
         (vec!["--model", MODEL, "--t", "0.3", "--prompt", "a cat"], "text"),
         (vec!["--model", MODEL, "--t", "0.3", "--device", "cuda"], "CPU"),
-        (vec!["--model", MODEL, "--t", "0.3", "--device", "tpu"], "--device"),
+        (vec!["--model", MODEL, "--t", "0.3", "--device", "tpu"], "not a device"),
         (vec!["--model", MODEL, "--t", "0.3", "--dtype", "f16"], "f32"),
         (vec!["--model", MODEL, "--t", "0.3", "--steps", "0"], "steps"),
         (vec!["--model", MODEL, "--t", "0.3", "-k", "0"], "samples"),
