@@ -442,6 +442,14 @@ impl AugmentJob {
         }
     }
 
+    /// Check the settings that need no model (the `t` range, counts, bounds); [`Self::run`]
+    /// checks them too.
+    pub fn validate(&self) -> Result<()> {
+        self.t.validate()?;
+        check_count("copies", self.copies, 1, MAX_COPIES)?;
+        check_batch_size(self.batch_size)
+    }
+
     /// Run it; `progress(copies_done, copies_total)` after each batch. Every check (names,
     /// collisions, links in the output tree, existing outputs and the settings that made
     /// them) is made before anything is written.
@@ -450,9 +458,7 @@ impl AugmentJob {
         runner: &S,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<AugmentReport> {
-        self.t.validate()?;
-        check_count("copies", self.copies, 1, MAX_COPIES)?;
-        check_batch_size(self.batch_size)?;
+        self.validate()?;
         if let TimeChoice::Fixed(t) = self.t {
             runner.start_time(t)?;
         } else if let TimeChoice::Uniform { low, high } = self.t {

@@ -321,6 +321,18 @@ impl EnhanceJob {
         }
     }
 
+    /// Check the settings that need no model (counts, bounds, the scale); [`Self::run`]
+    /// checks them too.
+    pub fn validate(&self) -> Result<()> {
+        check_count("passes", self.passes, 1, MAX_PASSES)?;
+        check_count("candidates", self.candidates, 1, MAX_COPIES)?;
+        check_batch_size(self.batch_size)?;
+        if self.scale.is_some() {
+            target_size(None, (1, 1), self.scale).map(|_| ())?;
+        }
+        Ok(())
+    }
+
     /// Run it; `progress(done, total)` counts candidate passes. Every check is made before
     /// anything is written.
     pub fn run<S: LocalSampler + ?Sized>(
@@ -328,9 +340,7 @@ impl EnhanceJob {
         runner: &S,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<EnhanceReport> {
-        check_count("passes", self.passes, 1, MAX_PASSES)?;
-        check_count("candidates", self.candidates, 1, MAX_COPIES)?;
-        check_batch_size(self.batch_size)?;
+        self.validate()?;
         runner.start_time(self.t)?;
         let inputs = collect_inputs(&self.inputs, &self.output)?;
         let spec = runner.input();

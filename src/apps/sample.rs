@@ -136,14 +136,9 @@ impl SampleJob {
         }
     }
 
-    /// Run it; `progress(samples_done, samples_total)` after each batch. Every check is made
-    /// before anything is written; then an error (a model failure, a write that fails) stops
-    /// the run.
-    pub fn run<S: LocalSampler + ?Sized>(
-        &self,
-        runner: &S,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<SampleReport> {
+    /// Check the settings that need no model (counts, bounds, `t` given twice); [`Self::run`]
+    /// checks them too.
+    pub fn validate(&self) -> Result<()> {
         check_count("samples", self.samples, 1, MAX_COPIES)?;
         check_count("t", self.t.len(), 1, MAX_T_VALUES)?;
         check_batch_size(self.batch_size)?;
@@ -155,6 +150,20 @@ impl SampleJob {
                     format!("t = {} is given twice (its samples would share file names)", format_time(t)),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Run it; `progress(samples_done, samples_total)` after each batch. Every check is made
+    /// before anything is written; then an error (a model failure, a write that fails) stops
+    /// the run.
+    pub fn run<S: LocalSampler + ?Sized>(
+        &self,
+        runner: &S,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<SampleReport> {
+        self.validate()?;
+        for &t in &self.t {
             runner.start_time(t)?;
         }
         let inputs = collect_inputs(&self.inputs, &self.output)?;
