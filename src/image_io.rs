@@ -100,7 +100,9 @@ impl ImageLimits {
     pub fn check(&self, what: &str, width: u64, height: u64) -> Result<()> {
         let pixels = width.saturating_mul(height);
         if width == 0 || height == 0 {
-            return Err(Error::Shape(format!("{what} is {height}×{width}: sizes must be positive")));
+            return Err(Error::Shape(format!(
+                "{what} is {height}×{width}: sizes must be positive"
+            )));
         }
         if pixels > self.max_pixels {
             return Err(Error::Shape(format!(
@@ -156,7 +158,9 @@ fn header_of<R: std::io::BufRead + std::io::Seek>(path: &Path, reader: &mut R) -
         .with_guessed_format()
         .map_err(|e| decode_error(path, e))?;
     let (width, height) = image.into_dimensions().map_err(|e| decode_error(path, e))?;
-    reader.seek(std::io::SeekFrom::Start(start)).map_err(|e| Error::io(path, e))?;
+    reader
+        .seek(std::io::SeekFrom::Start(start))
+        .map_err(|e| Error::io(path, e))?;
     Ok(ImageHeader { width, height })
 }
 
@@ -174,7 +178,11 @@ pub fn decode_bytes(path: &Path, bytes: &[u8], limits: &ImageLimits) -> Result<D
     decode_reader(path, std::io::Cursor::new(bytes), limits)
 }
 
-fn decode_reader<R: std::io::BufRead + std::io::Seek>(path: &Path, mut reader: R, limits: &ImageLimits) -> Result<DynamicImage> {
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    mut reader: R,
+    limits: &ImageLimits,
+) -> Result<DynamicImage> {
     let header = header_of(path, &mut reader)?;
     limits.check(
         &format!("image {}", path.display()),

@@ -724,22 +724,106 @@ mod tests {
         let ok = TrainConfig::default();
         ok.validate().unwrap();
         let cases: Vec<(TrainConfig, &str)> = vec![
-            (TrainConfig { grad_clip: f64::NAN, ..ok.clone() }, "grad_clip"),
-            (TrainConfig { grad_clip: -1.0, ..ok.clone() }, "grad_clip"),
-            (TrainConfig { grad_clip: 0.0, ..ok.clone() }, "grad_clip"),
-            (TrainConfig { grad_clip: f64::INFINITY, ..ok.clone() }, "grad_clip"),
-            (TrainConfig { lr: f64::NAN, ..ok.clone() }, "lr"),
-            (TrainConfig { lr: -1e-3, ..ok.clone() }, "lr"),
+            (
+                TrainConfig {
+                    grad_clip: f64::NAN,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: -1.0,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: 0.0,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: f64::INFINITY,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    lr: f64::NAN,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: -1e-3,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
             (TrainConfig { lr: 1e9, ..ok.clone() }, "lr"),
-            (TrainConfig { ema_decay: f64::NAN, ..ok.clone() }, "ema_decay"),
-            (TrainConfig { ema_decay: 1.0, ..ok.clone() }, "ema_decay"),
-            (TrainConfig { ema_decay: -0.1, ..ok.clone() }, "ema_decay"),
+            (
+                TrainConfig {
+                    ema_decay: f64::NAN,
+                    ..ok.clone()
+                },
+                "ema_decay",
+            ),
+            (
+                TrainConfig {
+                    ema_decay: 1.0,
+                    ..ok.clone()
+                },
+                "ema_decay",
+            ),
+            (
+                TrainConfig {
+                    ema_decay: -0.1,
+                    ..ok.clone()
+                },
+                "ema_decay",
+            ),
             (TrainConfig { steps: 0, ..ok.clone() }, "steps"),
-            (TrainConfig { steps: u64::MAX, ..ok.clone() }, "steps"),
-            (TrainConfig { warmup: u64::MAX, ..ok.clone() }, "warmup"),
-            (TrainConfig { batch_size: 0, ..ok.clone() }, "batch_size"),
-            (TrainConfig { batch_size: 1 << 40, ..ok.clone() }, "batch_size"),
-            (TrainConfig { checkpoint_every: 0, ..ok.clone() }, "checkpoint_every"),
+            (
+                TrainConfig {
+                    steps: u64::MAX,
+                    ..ok.clone()
+                },
+                "steps",
+            ),
+            (
+                TrainConfig {
+                    warmup: u64::MAX,
+                    ..ok.clone()
+                },
+                "warmup",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..ok.clone()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 1 << 40,
+                    ..ok.clone()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    checkpoint_every: 0,
+                    ..ok.clone()
+                },
+                "checkpoint_every",
+            ),
         ];
         for (config, name) in cases {
             let e = config.validate().expect_err(name);

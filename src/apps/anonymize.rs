@@ -444,7 +444,9 @@ struct Item {
 /// What is known of an output from the manifests.
 struct Recorded {
     output: RelPath,
+    /// Length and content hash, when the line was made with this job's settings.
     file: Option<(u64, String)>,
+    /// Whether the line is in this shard's manifest.
     own: bool,
 }
 
@@ -556,7 +558,8 @@ impl AnonymizeJob {
         let own_name = std::ffi::OsString::from(self.shard.manifest_name());
         let mut recorded: HashMap<RelPath, Vec<Recorded>> = HashMap::new();
         let mut known_failures: HashSet<(RelPath, String)> = HashSet::new();
-        let mut conflict: Option<String> = None;
+        // The last ok line of an input is its current one: its settings are the folder's.
+        let mut current: HashMap<RelPath, Option<String>> = HashMap::new();
         if self.output.is_dir() {
             let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&self.output)
                 .map_err(|e| Error::io(&self.output, e))?
@@ -570,11 +573,15 @@ impl AnonymizeJob {
                     let Ok(input) = e.input_path() else { return };
                     match e.status {
                         EntryStatus::Ok => {
-                            if conflict.is_none() {
-                                conflict = self.differing_setting(&e);
-                            }
+                            let differs = self.differing_setting(&e);
                             let Ok(output) = e.output_path() else { return };
-                            let file = e.file_bytes.zip(e.file_hash.clone());
+                            // Only a record of these settings vouches for a file.
+                            let file = if differs.is_none() {
+                                e.file_bytes.zip(e.file_hash.clone())
+                            } else {
+                                None
+                            };
+                            current.insert(input.clone(), differs);
                             recorded.entry(input).or_default().push(Recorded { output, file, own });
                         }
                         EntryStatus::Skipped => {
@@ -586,7 +593,9 @@ impl AnonymizeJob {
                 })?;
             }
         }
-        if let (Some(what), false) = (&conflict, self.overwrite) {
+        let mut conflicts: Vec<&String> = current.values().flatten().collect();
+        conflicts.sort();
+        if let (Some(what), false) = (conflicts.first(), self.overwrite) {
             return Err(Error::InvalidInput(format!(
                 "the output folder {} holds results made with other settings ({what}); nothing was \
                  written. Resume with the same settings, overwrite them (--overwrite), or choose another \
@@ -628,14 +637,7 @@ impl AnonymizeJob {
             // Decode in parallel; every failure becomes a manifest line.
             let loaded: Vec<Result<LoadedImage>> = chunk
                 .par_iter()
-                .map(|it| {
-                    load_for_model_with(
-                        &self.input.join(&it.input),
-                        &model,
-                        self.size_policy,
-                        &self.limits,
-                    )
-                })
+                .map(|it| load_for_model_with(&self.input.join(&it.input), &model, self.size_policy, &self.limits))
                 .collect();
             let mut ready: Vec<(&Item, LoadedImage)> = Vec::new();
             let mut failed: Vec<(&Item, String)> = Vec::new();
@@ -672,7 +674,9 @@ impl AnonymizeJob {
                     let recorded_here = |entry: &ManifestEntry| {
                         recorded.get(&item.input).is_some_and(|recs| {
                             recs.iter().any(|r| {
-                                r.own && r.output == item.output && r.file == entry.file_bytes.zip(entry.file_hash.clone())
+                                r.own
+                                    && r.output == item.output
+                                    && r.file == entry.file_bytes.zip(entry.file_hash.clone())
                             })
                         })
                     };
@@ -841,7 +845,9 @@ impl AnonymizeJob {
                 } else if let Some(target) = temp_target(&name) {
                     let mut parts = rel_dir.clone();
                     parts.push(target);
-                    let Ok(target_rel) = RelPath::from_components(parts) else { continue };
+                    let Ok(target_rel) = RelPath::from_components(parts) else {
+                        continue;
+                    };
                     if mine.contains(&target_rel) && std::fs::remove_file(entry.path()).is_ok() {
                         removed += 1;
                     }

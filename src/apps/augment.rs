@@ -421,7 +421,14 @@ impl AugmentJob {
         None
     }
 
-    fn entry(&self, output: &RelPath, input: &RelPath, copy: Option<usize>, t: Option<TimeSpec>, bytes: &[u8]) -> AugmentEntry {
+    fn entry(
+        &self,
+        output: &RelPath,
+        input: &RelPath,
+        copy: Option<usize>,
+        t: Option<TimeSpec>,
+        bytes: &[u8],
+    ) -> AugmentEntry {
         let (output, output_bytes) = output.to_manifest();
         let (input, input_bytes) = input.to_manifest();
         let (file_bytes, file_hash) = content_id(bytes);
@@ -503,17 +510,21 @@ impl AugmentJob {
         let mut keep: HashSet<RelPath> = HashSet::new();
         if self.existing == Existing::Skip && !existing.is_empty() {
             // Keep only what a run with these settings recorded, unchanged since.
+            // The last line of an output is its current one.
             let mut recorded: HashMap<RelPath, AugmentEntry> = HashMap::new();
-            let mut conflict = None;
             visit_augment_manifest(&manifest_path, &mut |e| {
-                if conflict.is_none() {
-                    conflict = self.differing_setting(&e);
-                }
                 if let Ok(out) = e.output_path() {
                     recorded.insert(out, e);
                 }
             })?;
-            if let Some(what) = conflict {
+            // Copies made with other settings (originals do not depend on them).
+            let mut conflicts: Vec<String> = recorded
+                .values()
+                .filter(|e| e.copy.is_some())
+                .filter_map(|e| self.differing_setting(e))
+                .collect();
+            conflicts.sort();
+            if let Some(what) = conflicts.first() {
                 return Err(Error::InvalidInput(format!(
                     "the output folder {} holds copies made with other settings ({what}); nothing was \
                      written. Skip existing outputs only with the same settings, overwrite them, or choose \

@@ -18,8 +18,8 @@ use std::path::Path;
 use image::{ColorType, DynamicImage};
 use ndarray::{Array3, Array4, ArrayView3, Axis};
 
-pub use crate::apps::paths::{check_separate, resolve_path};
 use crate::apps::paths::RelPath;
+pub use crate::apps::paths::{check_separate, resolve_path};
 use crate::core::denoiser::{DataRange, DenoiserSpec};
 use crate::image_io::{decode_file, image_to_array, read_header, resize, ColorMode, ImageLimits, ResizeFilter};
 use crate::schedule::TimeSpec;
@@ -186,7 +186,12 @@ fn target_size(path: &Path, (h, w): (usize, usize), model: &ModelInput, policy: 
 
 /// A decoded image converted to what the model takes (see the module docs); `path` names it
 /// in errors.
-pub fn convert_for_model(path: &Path, img: &DynamicImage, model: &ModelInput, policy: SizePolicy) -> Result<LoadedImage> {
+pub fn convert_for_model(
+    path: &Path,
+    img: &DynamicImage,
+    model: &ModelInput,
+    policy: SizePolicy,
+) -> Result<LoadedImage> {
     let mut converted = Vec::new();
     let color = img.color();
     let gray = matches!(color, ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16);

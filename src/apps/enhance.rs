@@ -361,7 +361,8 @@ impl EnhanceJob {
             }
             let header = read_header(&i.path)?;
             let (h, w) = (header.height as usize, header.width as usize);
-            self.limits.check(&format!("image {}", i.path.display()), w as u64, h as u64)?;
+            self.limits
+                .check(&format!("image {}", i.path.display()), w as u64, h as u64)?;
             let size = round_to_multiple(target_size(spec.size, (h, w), self.scale)?, spec.multiple);
             self.limits.check(
                 &format!("the enhanced image of {}", i.path.display()),

@@ -383,7 +383,10 @@ pub fn collect_inputs(inputs: &[PathBuf], output: &Path) -> Result<Vec<InputImag
             list_images(p)?
                 .images
                 .into_iter()
-                .map(|rel| InputImage { path: p.join(&rel), rel })
+                .map(|rel| InputImage {
+                    path: p.join(&rel),
+                    rel,
+                })
                 .collect()
         } else if meta.is_file() {
             if resolve_path(p)?.starts_with(&out_resolved) {
@@ -451,7 +454,9 @@ impl OutputPlan {
             return Err(Error::InvalidInput(if *prev == owner {
                 format!("{owner} would write {output} twice; nothing was written")
             } else {
-                format!("{prev} and {owner} would both be written to {output}; rename one of them (nothing was written)")
+                format!(
+                    "{prev} and {owner} would both be written to {output}; rename one of them (nothing was written)"
+                )
             }));
         }
         self.owners.insert(output.clone(), owner);
@@ -898,7 +903,10 @@ mod tests {
         {
             let p = RelPath::new("sub\\..\\..\\victim.png").unwrap();
             assert_eq!(p.len(), 1);
-            assert_eq!(p.with_stem_suffix("_up.png").unwrap().to_string(), "sub\\..\\..\\victim_up.png");
+            assert_eq!(
+                p.with_stem_suffix("_up.png").unwrap().to_string(),
+                "sub\\..\\..\\victim_up.png"
+            );
         }
         let p = RelPath::new("d/a.jpg").unwrap();
         assert_eq!(p.with_stem_suffix("_boom0.png").unwrap().to_string(), "d/a_boom0.png");

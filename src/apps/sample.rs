@@ -147,7 +147,10 @@ impl SampleJob {
             if !seen.insert(format_time(t)) {
                 return Err(Error::param(
                     "t",
-                    format!("t = {} is given twice (its samples would share file names)", format_time(t)),
+                    format!(
+                        "t = {} is given twice (its samples would share file names)",
+                        format_time(t)
+                    ),
                 ));
             }
         }

@@ -113,7 +113,20 @@ fn augment<'a>(input: &'a Path, output: &'a Path, extra: &[&'a str]) -> Vec<&'a 
 }
 
 fn sample<'a>(inputs: &[&'a Path], output: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["sample", "--model", MODEL, "--t", "0.3", "-k", "1", "--steps", "20", "-q", "-o", s(output)];
+    let mut v = vec![
+        "sample",
+        "--model",
+        MODEL,
+        "--t",
+        "0.3",
+        "-k",
+        "1",
+        "--steps",
+        "20",
+        "-q",
+        "-o",
+        s(output),
+    ];
     v.extend_from_slice(extra);
     v.extend(inputs.iter().map(|p| s(p)));
     v
@@ -121,7 +134,18 @@ fn sample<'a>(inputs: &[&'a Path], output: &'a Path, extra: &[&'a str]) -> Vec<&
 
 fn enhance<'a>(inputs: &[&'a Path], output: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
-        "enhance", "--model", MODEL, "--t", "0.2", "--scale", "2", "--steps", "20", "-q", "-o", s(output),
+        "enhance",
+        "--model",
+        MODEL,
+        "--t",
+        "0.2",
+        "--scale",
+        "2",
+        "--steps",
+        "20",
+        "-q",
+        "-o",
+        s(output),
     ];
     v.extend_from_slice(extra);
     v.extend(inputs.iter().map(|p| s(p)));
@@ -150,7 +174,10 @@ fn backslash_dot_dot_names_stay_inside_both_trees_for_every_job() {
     png(&input.join("sub/x.png"), 1, 16);
     png(&input.join(hostile), 2, 16);
     png(&root.join("victim.png"), 3, 16);
-    let outs: Vec<PathBuf> = ["o-anon", "o-aug", "o-sample", "o-enh"].iter().map(|n| root.join(n)).collect();
+    let outs: Vec<PathBuf> = ["o-anon", "o-aug", "o-sample", "o-enh"]
+        .iter()
+        .map(|n| root.join(n))
+        .collect();
     let skip: Vec<&Path> = outs.iter().map(|p| p.as_path()).collect();
     let before = files_outside(&root, &skip);
 
@@ -176,7 +203,10 @@ fn backslash_dot_dot_names_stay_inside_both_trees_for_every_job() {
     }
     // The anonymized hostile file comes from the hostile input, not from the victim.
     let entries = manifest(&outs[0].join("manifest.jsonl"));
-    let e = entries.iter().find(|e| e["input"] == hostile).expect("hostile input recorded");
+    let e = entries
+        .iter()
+        .find(|e| e["input"] == hostile)
+        .expect("hostile input recorded");
     assert_eq!(e["status"], "ok", "{e}");
     assert_eq!(e["output"], hostile);
 }
@@ -257,7 +287,10 @@ fn copies_of_the_originals_are_never_recorded_as_anonymized() {
         assert!(e.get("mse").is_none(), "{e}");
     }
     let now: BTreeMap<String, Vec<u8>> = tree(&out).into_iter().filter(|(k, _)| k.ends_with(".png")).collect();
-    assert_eq!(now, copies, "files the run did not make were replaced without --overwrite");
+    assert_eq!(
+        now, copies,
+        "files the run did not make were replaced without --overwrite"
+    );
 
     // --overwrite replaces them by real samples.
     run_ok(&anonymize(&input, &out, &["--overwrite"]), &[]);
@@ -271,7 +304,10 @@ fn copies_of_the_originals_are_never_recorded_as_anonymized() {
     }
     // And a resumed run now finds them done (recorded and unchanged).
     let o = run_ok(
-        &anonymize(&input, &out, &[]).into_iter().filter(|a| *a != "-q").collect::<Vec<_>>(),
+        &anonymize(&input, &out, &[])
+            .into_iter()
+            .filter(|a| *a != "-q")
+            .collect::<Vec<_>>(),
         &[],
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("4 already done"));
@@ -297,7 +333,12 @@ impl LocalSampler for Identity {
     fn start_time(&self, _t: TimeSpec) -> boomerang::Result<f64> {
         Ok(300.0)
     }
-    fn sample(&self, images: ArrayView4<'_, f32>, _t: TimeSpec, _n: &mut NoiseStreams) -> boomerang::Result<Array4<f32>> {
+    fn sample(
+        &self,
+        images: ArrayView4<'_, f32>,
+        _t: TimeSpec,
+        _n: &mut NoiseStreams,
+    ) -> boomerang::Result<Array4<f32>> {
         Ok(images.to_owned())
     }
 }
@@ -339,8 +380,14 @@ fn reruns_with_other_settings_are_refused_naming_the_setting() {
     for (args, needle) in [
         (other_t, "t: 0.3 there, 0.5 now"),
         (anonymize(&input, &out, &["--seed", "7"]), "seed: 0 there, 7 now"),
-        (anonymize(&input, &out, &["--format", "png"]), "format: same there, png now"),
-        (anonymize(&input, &out, &["--resize"]), "size policy: skip there, resize now"),
+        (
+            anonymize(&input, &out, &["--format", "png"]),
+            "format: same there, png now",
+        ),
+        (
+            anonymize(&input, &out, &["--resize"]),
+            "size policy: skip there, resize now",
+        ),
         (
             anonymize(&input, &out, &[])
                 .into_iter()
@@ -359,26 +406,55 @@ fn reruns_with_other_settings_are_refused_naming_the_setting() {
     run_ok(&anonymize(&input, &out, &["--seed", "7", "--overwrite"]), &[]);
     let made_images: BTreeMap<String, Vec<u8>> = made.into_iter().filter(|(k, _)| k.ends_with(".png")).collect();
     assert_ne!(images(&out), made_images);
+    // Replaced, the folder holds seed 7 now: seed 7 resumes, seed 0 is refused.
+    let o = run_ok(
+        &anonymize(&input, &out, &["--seed", "7"])
+            .into_iter()
+            .filter(|a| *a != "-q")
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 written, 2 already done"));
+    let err = run_fails(&anonymize(&input, &out, &[]), &[], 2);
+    assert!(err.contains("seed: 7 there, 0 now"), "{err}");
 
     // augment --skip-existing: only with the same settings, only over recorded files.
     let aug = root.join("aug");
     run_ok(&augment(&input, &aug, &["--t", "0.3", "-k", "2"]), &[]);
     std::fs::remove_file(aug.join("a/img0_boom1.png")).unwrap();
-    let err = run_fails(&augment(&input, &aug, &["--t", "0.4", "-k", "2", "--skip-existing"]), &[], 2);
+    let err = run_fails(
+        &augment(&input, &aug, &["--t", "0.4", "-k", "2", "--skip-existing"]),
+        &[],
+        2,
+    );
     assert!(err.contains("t: 0.3 there, 0.4 now"), "{err}");
     assert!(!aug.join("a/img0_boom1.png").exists());
     let err = run_fails(
-        &augment(&input, &aug, &["--t", "0.3", "-k", "2", "--skip-existing", "--seed", "1"]),
+        &augment(
+            &input,
+            &aug,
+            &["--t", "0.3", "-k", "2", "--skip-existing", "--seed", "1"],
+        ),
         &[],
         2,
     );
     assert!(err.contains("seed"), "{err}");
-    run_ok(&augment(&input, &aug, &["--t", "0.3", "-k", "2", "--skip-existing"]), &[]);
+    run_ok(
+        &augment(&input, &aug, &["--t", "0.3", "-k", "2", "--skip-existing"]),
+        &[],
+    );
     assert!(aug.join("a/img0_boom1.png").is_file());
     // A file no run recorded is not kept as done.
     std::fs::copy(input.join("a/img1.png"), aug.join("a/img1_boom0.png")).unwrap();
-    let err = run_fails(&augment(&input, &aug, &["--t", "0.3", "-k", "2", "--skip-existing"]), &[], 2);
-    assert!(err.contains("img1_boom0.png") && err.contains("not written by"), "{err}");
+    let err = run_fails(
+        &augment(&input, &aug, &["--t", "0.3", "-k", "2", "--skip-existing"]),
+        &[],
+        2,
+    );
+    assert!(
+        err.contains("img1_boom0.png") && err.contains("not written by"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -402,7 +478,10 @@ fn sample_and_enhance_refuse_an_output_inside_an_input_folder() {
     assert!(err.contains("inside"), "{err}");
     assert_eq!(tree(&input), before);
     // A file input beside the output folder is fine.
-    run_ok(&sample(&[&img], &input.join("a").join("..").join("..").join("s"), &[]), &[]);
+    run_ok(
+        &sample(&[&img], &input.join("a").join("..").join("..").join("s"), &[]),
+        &[],
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -415,7 +494,12 @@ fn colliding_output_names_are_refused_before_anything_is_written() {
     let root = scratch("hostile-collide");
     let input = root.join("in");
     png(&input.join("c/a.png"), 1, 16);
-    save_image(input.join("c/a.jpg"), picture(2, 3, 16, 16).view(), DataRange::MinusOneToOne).unwrap();
+    save_image(
+        input.join("c/a.jpg"),
+        picture(2, 3, 16, 16).view(),
+        DataRange::MinusOneToOne,
+    )
+    .unwrap();
     png(&input.join("c/b.png"), 3, 16);
     let before = tree(&input);
     let out = root.join("out");
@@ -427,7 +511,10 @@ fn colliding_output_names_are_refused_before_anything_is_written() {
     ] {
         let err = run_fails(&args, &[], 2);
         assert!(err.contains("a.png") && err.contains("a.jpg"), "{args:?}: {err}");
-        assert!(!out.exists() || images(&out).is_empty(), "{args:?} wrote before refusing");
+        assert!(
+            !out.exists() || images(&out).is_empty(),
+            "{args:?} wrote before refusing"
+        );
     }
     let err = run_fails(&sample(&[&input.join("c/b.png")], &out, &["--t", "0.3,0.30"]), &[], 2);
     assert!(err.contains("twice"), "{err}");
@@ -469,10 +556,17 @@ fn non_utf8_names_are_kept_exactly() {
 
     let anon = root.join("anon");
     let o = run_ok(&anonymize(&input, &anon, &[]), &[]);
-    assert!(String::from_utf8_lossy(&o.stderr).is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(names(&anon), vec![b"caf\xe9.png".to_vec()]);
     let entries = read_manifest(&anon.join("manifest.jsonl")).unwrap();
-    let e = entries.iter().find(|e| e.input_bytes.is_some()).expect("exact bytes recorded");
+    let e = entries
+        .iter()
+        .find(|e| e.input_bytes.is_some())
+        .expect("exact bytes recorded");
     assert_eq!(e.status, EntryStatus::Ok);
     assert_eq!(e.input_bytes.as_deref(), Some(&b"d\xff/caf\xe9.png"[..]));
     assert_eq!(e.input, "d\\xff/caf\\xe9.png");
@@ -483,7 +577,10 @@ fn non_utf8_names_are_kept_exactly() {
     assert!(plain.input_bytes.is_none(), "UTF-8 names are stored as text only");
     // Resuming reads the names back: nothing to do.
     let o = run_ok(
-        &anonymize(&input, &anon, &[]).into_iter().filter(|a| *a != "-q").collect::<Vec<_>>(),
+        &anonymize(&input, &anon, &[])
+            .into_iter()
+            .filter(|a| *a != "-q")
+            .collect::<Vec<_>>(),
         &[],
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 written, 2 already done"));
@@ -512,7 +609,11 @@ fn png_header_only(path: &Path, w: u32, h: u32) {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -560,7 +661,9 @@ fn oversized_images_are_refused_from_their_header() {
     );
     // Raised, the limit lets the header through (and the garbage fails to decode).
     let raised = ImageLimits::from_var(Some("200000000".into())).unwrap();
-    let e = load_for_model_with(&big, &model, SizePolicy::Resize, &raised).unwrap_err().to_string();
+    let e = load_for_model_with(&big, &model, SizePolicy::Resize, &raised)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot decode"), "{e}");
     assert!(ImageLimits::from_var(Some("lots".into())).is_err());
     assert!(ImageLimits::from_var(Some("0".into())).is_err());
@@ -632,7 +735,11 @@ fn huge_counts_and_special_files_are_refused_at_once() {
     args.extend_from_slice(&["--scale", "60"]);
     let err = fails_within(&args, 2, 30);
     assert!(err.contains("BOOMERANG_MAX_PIXELS"), "{err}");
-    let err = fails_within(&augment(&root.join("in"), &out, &["--t", "0.3", "-k", "1000000000"]), 2, 30);
+    let err = fails_within(
+        &augment(&root.join("in"), &out, &["--t", "0.3", "-k", "1000000000"]),
+        2,
+        30,
+    );
     assert!(err.contains("copies"), "{err}");
     assert!(!out.exists() || images(&out).is_empty());
 
@@ -721,7 +828,10 @@ fn recovered_jpeg_entries_match_an_uninterrupted_run() {
     // Lose the second line (its image stays).
     std::fs::write(out.join("manifest.jsonl"), format!("{}\n{}\n", lines[0], lines[2])).unwrap();
     let o = run_ok(
-        &anonymize(&input, &out, &[]).into_iter().filter(|a| *a != "-q").collect::<Vec<_>>(),
+        &anonymize(&input, &out, &[])
+            .into_iter()
+            .filter(|a| *a != "-q")
+            .collect::<Vec<_>>(),
         &[],
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 recovered"));
