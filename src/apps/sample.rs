@@ -20,7 +20,7 @@
 //! use boomerang::{Boomerang, DataRange, Spacing, TimeSpec};
 //!
 //! let dir = std::env::temp_dir().join(format!("boomerang-sample-doc-{}", std::process::id()));
-//! std::fs::create_dir_all(dir.join("in"))?;
+//! std::fs::create_dir_all(dir.join("in")).unwrap();
 //! save_image(dir.join("in/a.png"), ndarray::Array3::<f32>::zeros((3, 8, 8)).view(), DataRange::MinusOneToOne)?;
 //! let runner = Boomerang::builder(GaussianDenoiser::new(0.0, 0.5)?, DiscreteSchedule::linear(1000, 1e-4, 0.02)?)
 //!     .spacing(Spacing::Uniform(20))
