@@ -45,14 +45,161 @@ pub enum ResizeFilter {
     Bicubic,
 }
 
-/// Decode an image file into a `1×C×H×W` array in `range`.
-pub fn load_image(path: impl AsRef<Path>, mode: ColorMode, range: DataRange) -> Result<Array4<f32>> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
+/// The environment variable that raises (or lowers) [`ImageLimits::max_pixels`] for
+/// [`ImageLimits::from_env`], e.g. `BOOMERANG_MAX_PIXELS=67108864` for 8192×8192 images.
+pub const MAX_PIXELS_ENV: &str = "BOOMERANG_MAX_PIXELS";
+
+/// The largest image read by default: 16 777 216 pixels (4096×4096). Decoding one costs
+/// about 30 bytes per pixel at the peak (the decoded 8- or 16-bit image and two `f32`
+/// copies), about 500 MB at this size.
+pub const DEFAULT_MAX_PIXELS: u64 = 4096 * 4096;
+
+/// The largest file read whole as one image (to copy it or compare it byte for byte), 1 GiB;
+/// decoding streams the file and needs no such bound.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
+
+/// Bounds on the images read and written, checked on the dimensions in a file's header
+/// *before* anything is decoded, and given to the decoder as its allocation limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Most pixels (width × height) of one image, read or written.
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    /// [`DEFAULT_MAX_PIXELS`].
+    fn default() -> Self {
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+impl ImageLimits {
+    /// The default limits, with [`MAX_PIXELS_ENV`] (`BOOMERANG_MAX_PIXELS`) overriding
+    /// `max_pixels` when set; a value that is not a positive whole number is an error.
+    pub fn from_env() -> Result<Self> {
+        Self::from_var(std::env::var(MAX_PIXELS_ENV).ok())
+    }
+
+    /// [`Self::from_env`] with the variable's value given.
+    pub fn from_var(value: Option<String>) -> Result<Self> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => Ok(Self::default()),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Self { max_pixels: n }),
+                _ => Err(Error::param(
+                    "max_pixels",
+                    format!("{MAX_PIXELS_ENV}={v}: expected a positive whole number of pixels"),
+                )),
+            },
+        }
+    }
+
+    /// Refuse a `width × height` image above the limit; `what` names it in the message.
+    pub fn check(&self, what: &str, width: u64, height: u64) -> Result<()> {
+        let pixels = width.saturating_mul(height);
+        if width == 0 || height == 0 {
+            return Err(Error::Shape(format!(
+                "{what} is {height}×{width}: sizes must be positive"
+            )));
+        }
+        if pixels > self.max_pixels {
+            return Err(Error::Shape(format!(
+                "{what} is {height}×{width} = {:.1} megapixels, above the limit of {:.1} megapixels ({} \
+                 pixels) per image; set {MAX_PIXELS_ENV} to a larger number of pixels to raise it (decoding \
+                 needs about 30 bytes per pixel)",
+                pixels as f64 / 1e6,
+                self.max_pixels as f64 / 1e6,
+                self.max_pixels
+            )));
+        }
+        Ok(())
+    }
+
+    fn decoder_limits(&self) -> image::Limits {
+        let side = u32::try_from(self.max_pixels).unwrap_or(u32::MAX);
+        let mut l = image::Limits::default();
+        l.max_image_width = Some(side);
+        l.max_image_height = Some(side);
+        // The decoded image (at most 16-bit RGBA: 8 bytes a pixel) and the decoder's buffers.
+        l.max_alloc = Some(self.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+        l
+    }
+}
+
+/// What an image file's header says, read without decoding the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+fn decode_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Image {
         path: path.to_path_buf(),
         message: format!("cannot decode ({e}); PNG and JPEG are supported"),
-    })?;
+    }
+}
+
+/// Read an image file's header: its dimensions. Special files (FIFOs, devices, sockets,
+/// folders) are refused before they are opened; no pixel is decoded.
+pub fn read_header(path: impl AsRef<Path>) -> Result<ImageHeader> {
+    let path = path.as_ref();
+    let mut reader = std::io::BufReader::new(crate::apps::paths::open_regular(path)?);
+    header_of(path, &mut reader)
+}
+
+fn header_of<R: std::io::BufRead + std::io::Seek>(path: &Path, reader: &mut R) -> Result<ImageHeader> {
+    let start = reader.stream_position().map_err(|e| Error::io(path, e))?;
+    let image = image::ImageReader::new(&mut *reader)
+        .with_guessed_format()
+        .map_err(|e| decode_error(path, e))?;
+    let (width, height) = image.into_dimensions().map_err(|e| decode_error(path, e))?;
+    reader
+        .seek(std::io::SeekFrom::Start(start))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(ImageHeader { width, height })
+}
+
+/// Decode an image file within `limits`: special files are refused before they are opened,
+/// the header's dimensions are checked against `limits` before any pixel is decoded, and the
+/// decoder runs with matching allocation limits. The file is streamed, never read whole.
+pub fn decode_file(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<DynamicImage> {
+    let path = path.as_ref();
+    let reader = std::io::BufReader::new(crate::apps::paths::open_regular(path)?);
+    decode_reader(path, reader, limits)
+}
+
+/// [`decode_file`] on bytes in memory (`path` names them in errors).
+pub fn decode_bytes(path: &Path, bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage> {
+    decode_reader(path, std::io::Cursor::new(bytes), limits)
+}
+
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    mut reader: R,
+    limits: &ImageLimits,
+) -> Result<DynamicImage> {
+    let header = header_of(path, &mut reader)?;
+    limits.check(
+        &format!("image {}", path.display()),
+        header.width as u64,
+        header.height as u64,
+    )?;
+    let mut image = image::ImageReader::new(reader)
+        .with_guessed_format()
+        .map_err(|e| decode_error(path, e))?;
+    image.limits(limits.decoder_limits());
+    image.decode().map_err(|e| decode_error(path, e))
+}
+
+/// Decode an image file into a `1×C×H×W` array in `range`, within the limits of
+/// [`ImageLimits::from_env`] (see [`decode_file`]).
+pub fn load_image(path: impl AsRef<Path>, mode: ColorMode, range: DataRange) -> Result<Array4<f32>> {
+    let img = decode_file(path, &ImageLimits::from_env()?)?;
     Ok(image_to_array(&img, mode, range).insert_axis(Axis(0)))
 }
 
@@ -80,6 +227,14 @@ pub fn image_to_array(img: &DynamicImage, mode: ColorMode, range: DataRange) -> 
     let to_range = |v: f32| lo + (hi - lo) * v;
     match mode {
         ColorMode::Rgb => {
+            if let DynamicImage::ImageRgb8(rgb) = img {
+                // The common case without an intermediate f32 copy (the same values as
+                // `to_rgb32f`: v / 255).
+                let (w, h) = rgb.dimensions();
+                return Array3::from_shape_fn((3, h as usize, w as usize), |(c, y, x)| {
+                    to_range(rgb.get_pixel(x as u32, y as u32)[c] as f32 / 255.0)
+                });
+            }
             let rgb = img.to_rgb32f();
             let (w, h) = rgb.dimensions();
             Array3::from_shape_fn((3, h as usize, w as usize), |(c, y, x)| {
@@ -126,43 +281,43 @@ pub fn array_to_image(x: ArrayView3<'_, f32>, range: DataRange) -> Result<Dynami
     }
 }
 
-/// Write a `C×H×W` array as an image (format from the extension: `.png`, `.jpg`/`.jpeg`).
-/// The file is written under a temporary name and renamed, so a crash never leaves a
-/// half-written image.
-pub fn save_image(path: impl AsRef<Path>, x: ArrayView3<'_, f32>, range: DataRange) -> Result<()> {
-    let path = path.as_ref();
-    let format = image::ImageFormat::from_path(path).map_err(|_| Error::Image {
-        path: path.to_path_buf(),
-        message: "unknown image extension; use .png or .jpg".into(),
-    })?;
-    let img = array_to_image(x, range)?;
-    let tmp = temp_path(path);
-    let res = img.save_with_format(&tmp, format).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        message: format!("cannot encode: {e}"),
-    });
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+/// The image format of an output path, from its extension (`.png`, `.jpg`/`.jpeg`).
+pub fn output_format(path: &Path) -> Result<image::ImageFormat> {
+    match image::ImageFormat::from_path(path) {
+        Ok(f @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) => Ok(f),
+        _ => Err(Error::Image {
+            path: path.to_path_buf(),
+            message: "unknown image extension; use .png or .jpg".into(),
+        }),
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
-/// `name.ext` -> `.name.ext.<pid>.tmp` in the same folder (same file system, so the final
-/// rename is atomic).
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp.{ext}", std::process::id()))
+/// Encode a `C×H×W` array as the bytes of an 8-bit image file in `format` (PNG or JPEG at the
+/// `image` crate's default quality); values are clamped to the range and rounded.
+pub fn encode_image(x: ArrayView3<'_, f32>, range: DataRange, format: image::ImageFormat) -> Result<Vec<u8>> {
+    let img = array_to_image(x, range)?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, format).map_err(|e| Error::Image {
+        path: PathBuf::new(),
+        message: format!("cannot encode: {e}"),
+    })?;
+    Ok(bytes.into_inner())
+}
+
+/// Write a `C×H×W` array as an image (format from the extension: `.png`, `.jpg`/`.jpeg`).
+/// The file is written under a fresh temporary name and renamed, so a crash never leaves a
+/// half-written image, and a symbolic link at `path` is replaced, never written through.
+pub fn save_image(path: impl AsRef<Path>, x: ArrayView3<'_, f32>, range: DataRange) -> Result<()> {
+    let path = path.as_ref();
+    let format = output_format(path)?;
+    let bytes = encode_image(x, range, format).map_err(|e| match e {
+        Error::Image { message, .. } => Error::Image {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    })?;
+    crate::apps::paths::write_atomic(path, &bytes)
 }
 
 /// Tile a batch into one `C×H'×W'` picture: `cols` images per row, `pad` pixels of `fill`

@@ -85,22 +85,67 @@ impl Default for TrainConfig {
     }
 }
 
+/// The most optimisation steps of a run (also the bound of the warm-up and checkpoint period).
+pub const MAX_TRAIN_STEPS: u64 = 1_000_000_000;
+
+/// The most images per training step.
+pub const MAX_TRAIN_BATCH: usize = 4096;
+
+/// The largest learning rate accepted (Adam's steps are about this large per weight).
+pub const MAX_LR: f64 = 1.0;
+
 impl TrainConfig {
-    fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 || self.steps == 0 {
-            return Err(Error::param("batch_size/steps", "must be positive"));
+    /// Check every setting, before anything is allocated: steps in `1..=`[`MAX_TRAIN_STEPS`],
+    /// batch size in `1..=`[`MAX_TRAIN_BATCH`], a finite learning rate in `(0, `[`MAX_LR`]`]`,
+    /// a warm-up of at most [`MAX_TRAIN_STEPS`], a finite positive gradient clip (NaN would
+    /// silently disable clipping, a negative one flip the gradient), an EMA decay in `[0, 1)`,
+    /// a checkpoint period in `1..=`[`MAX_TRAIN_STEPS`], and a schedule that builds. Errors
+    /// name the setting and its range.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_TRAIN_STEPS).contains(&self.steps) {
+            return Err(Error::param(
+                "steps",
+                format!("must lie in 1..={MAX_TRAIN_STEPS}, got {}", self.steps),
+            ));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::param("lr", format!("must be positive, got {}", self.lr)));
+        if !(1..=MAX_TRAIN_BATCH).contains(&self.batch_size) {
+            return Err(Error::param(
+                "batch_size",
+                format!("must lie in 1..={MAX_TRAIN_BATCH}, got {}", self.batch_size),
+            ));
         }
-        if !(0.0..1.0).contains(&self.ema_decay) {
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR) {
+            return Err(Error::param(
+                "lr",
+                format!("must be a finite number in (0, {MAX_LR}], got {}", self.lr),
+            ));
+        }
+        if self.warmup > MAX_TRAIN_STEPS {
+            return Err(Error::param(
+                "warmup",
+                format!("must be at most {MAX_TRAIN_STEPS} steps, got {}", self.warmup),
+            ));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
+            return Err(Error::param(
+                "grad_clip",
+                format!(
+                    "must be a finite positive gradient norm, got {} (to clip less, give a large number)",
+                    self.grad_clip
+                ),
+            ));
+        }
+        if !(self.ema_decay.is_finite() && (0.0..1.0).contains(&self.ema_decay)) {
             return Err(Error::param(
                 "ema_decay",
                 format!("must lie in [0, 1), got {}", self.ema_decay),
             ));
         }
-        if self.checkpoint_every == 0 {
-            return Err(Error::param("checkpoint_every", "must be positive"));
+        if !(1..=MAX_TRAIN_STEPS).contains(&self.checkpoint_every) {
+            return Err(Error::param(
+                "checkpoint_every",
+                format!("must lie in 1..={MAX_TRAIN_STEPS}, got {}", self.checkpoint_every),
+            ));
         }
         self.schedule.build()?;
         Ok(())
@@ -120,6 +165,9 @@ impl TrainConfig {
     }
 }
 
+/// The largest side of training images ([`TrainData::from_folder`]).
+pub const MAX_TRAIN_SIZE: usize = 4096;
+
 /// Where training images come from.
 #[derive(Debug, Clone)]
 pub enum TrainData {
@@ -130,12 +178,24 @@ pub enum TrainData {
 }
 
 impl TrainData {
-    /// Every PNG/JPEG under `folder` (recursively), resized to `size × size` (bicubic), in
-    /// `[-1, 1]`. Unreadable files are an error that names them.
+    /// Every PNG/JPEG under `folder` (recursively, hidden files and links to folders left
+    /// out), resized to `size × size` (bicubic, `size` at most [`MAX_TRAIN_SIZE`]), in
+    /// `[-1, 1]`. Unreadable files, special files and images above the limits of
+    /// [`crate::image_io::ImageLimits::from_env`] are an error that names them.
     pub fn from_folder(folder: impl AsRef<Path>, size: usize) -> Result<Self> {
-        let mut files = Vec::new();
-        collect_images(folder.as_ref(), &mut files)?;
-        files.sort();
+        if !(1..=MAX_TRAIN_SIZE).contains(&size) {
+            return Err(Error::param(
+                "size",
+                format!("training images must be 1..={MAX_TRAIN_SIZE} pixels on a side, got {size}"),
+            ));
+        }
+        // Listed without following links to folders (no cycles), special files never opened.
+        let folder_path = folder.as_ref();
+        let files: Vec<PathBuf> = crate::apps::dataset::list_images(folder_path)?
+            .images
+            .iter()
+            .map(|rel| folder_path.join(rel))
+            .collect();
         if files.is_empty() {
             return Err(Error::InvalidInput(format!(
                 "no .png/.jpg/.jpeg images under {}",
@@ -171,24 +231,6 @@ impl TrainData {
             TrainData::Shapes(f) => f.sample(n, rng),
         }
     }
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if path.is_dir() {
-            collect_images(&path, out)?;
-        } else if matches!(
-            path.extension()
-                .and_then(|e| e.to_str())
-                .map(|e| e.to_ascii_lowercase())
-                .as_deref(),
-            Some("png" | "jpg" | "jpeg")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// A training run: the network, its EMA copy, Adam's moments and the step counter.
@@ -552,6 +594,7 @@ impl Trainer {
         if let Some(s) = steps {
             meta.train.steps = s;
         }
+        meta.train.validate()?;
         meta.train.check_device(device)?;
         let sd = load_state_dict(dir.join("checkpoint.safetensors"))?;
         let part = |prefix: &str| -> StateDict {
@@ -674,6 +717,122 @@ mod tests {
             .err()
             .expect("dropout 0.1 must be refused");
         assert!(e.to_string().contains("dropout"), "{e}");
+    }
+
+    #[test]
+    fn every_numeric_setting_is_validated() {
+        let ok = TrainConfig::default();
+        ok.validate().unwrap();
+        let cases: Vec<(TrainConfig, &str)> = vec![
+            (
+                TrainConfig {
+                    grad_clip: f64::NAN,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: -1.0,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: 0.0,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: f64::INFINITY,
+                    ..ok.clone()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    lr: f64::NAN,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: -1e-3,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (TrainConfig { lr: 1e9, ..ok.clone() }, "lr"),
+            (
+                TrainConfig {
+                    ema_decay: f64::NAN,
+                    ..ok.clone()
+                },
+                "ema_decay",
+            ),
+            (
+                TrainConfig {
+                    ema_decay: 1.0,
+                    ..ok.clone()
+                },
+                "ema_decay",
+            ),
+            (
+                TrainConfig {
+                    ema_decay: -0.1,
+                    ..ok.clone()
+                },
+                "ema_decay",
+            ),
+            (TrainConfig { steps: 0, ..ok.clone() }, "steps"),
+            (
+                TrainConfig {
+                    steps: u64::MAX,
+                    ..ok.clone()
+                },
+                "steps",
+            ),
+            (
+                TrainConfig {
+                    warmup: u64::MAX,
+                    ..ok.clone()
+                },
+                "warmup",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..ok.clone()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 1 << 40,
+                    ..ok.clone()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    checkpoint_every: 0,
+                    ..ok.clone()
+                },
+                "checkpoint_every",
+            ),
+        ];
+        for (config, name) in cases {
+            let e = config.validate().expect_err(name);
+            assert!(e.to_string().contains(name), "{name}: {e}");
+            // The trainer refuses it too, before building a network.
+            let e = Trainer::new(DdpmConfig::tiny(), config, Device::Cpu).err().expect(name);
+            assert!(e.to_string().contains(name), "{name}: {e}");
+        }
+        assert!(TrainData::from_folder(std::env::temp_dir(), 1 << 20).is_err());
     }
 
     #[test]

@@ -2,24 +2,42 @@
 //! written to a second tree with the same layout. Built to be left running for days:
 //!
 //! - **Inputs are never modified**; an output folder inside the input (or containing it) is
-//!   refused ([`crate::apps::dataset::check_separate`]).
+//!   refused ([`crate::apps::paths::check_separate`]), and so is a symbolic link anywhere in
+//!   the output tree (an output subfolder linked into the input would otherwise be written
+//!   through). Outputs are named from the input's path components
+//!   ([`crate::apps::paths::RelPath`]), written without following links, and never outside
+//!   the output folder.
 //! - **Deterministic per file**: image `rel` uses noise stream
 //!   [`path_key`]`(rel)` of the global seed, so its result is the same whatever the batch
 //!   size, order, thread count or sharding.
-//! - **Resumable**: outputs that exist are skipped; every image is written to a temporary
-//!   file and renamed, so a killed run leaves no truncated image (stale temporary files of
-//!   this shard are removed when a run starts).
+//! - **Resumable, and only on its own work**: an output counts as done only when a manifest
+//!   line of this output folder, made with the same settings (model, `t`, seed, format, size
+//!   policy, sampler settings), records it and the file still has the recorded length and
+//!   content hash. An output that exists without such a line (a run killed between writing
+//!   the image and its line) is recomputed and recorded only if it is byte for byte what this
+//!   run makes; any other file is left alone and reported (an output tree pre-filled with
+//!   copies of the originals is never recorded as anonymized). A folder made with other
+//!   settings is refused, naming the setting, unless [`AnonymizeJob::overwrite`] is set. Every
+//!   image is written to a temporary file and renamed, so a killed run leaves no truncated
+//!   image (stale temporary files of this shard are removed when a run starts).
+//! - **Never the original**: a result whose pixels equal the input's is not written; it is
+//!   recorded as skipped.
 //! - **Sharded**: [`Shard`] `i/n` takes the images whose key is `i` modulo `n`; by default
 //!   the shard comes from the environment ([`Shard::from_env`]: Slurm job arrays, Kubernetes
 //!   Indexed Jobs).
 //! - **A manifest** (JSON lines, one [`ManifestEntry`] per image) records input and output
-//!   paths, `t`, seed and key, the model, and the distances to the original (MSE, PSNR, SSIM
-//!   on the `[0, 1]` scale, computed on the 8-bit image as written). Unsharded runs write
+//!   paths, `t`, seed and key, the model, format and size policy, the written file's length
+//!   and content hash, and the distances to the original (MSE, PSNR, SSIM on the `[0, 1]`
+//!   scale, computed on the file as written and decoded again, so a JPEG's loss is counted).
+//!   Names are stored exactly: a name that is not UTF-8 is written as text with `\xNN`
+//!   escapes and, in `input_bytes` / `output_bytes`, as its bytes (components joined by `/`),
+//!   which [`ManifestEntry::input_path`] reads back. Unsharded runs write
 //!   `manifest.jsonl` in the output folder, shard `i/n` writes
 //!   `manifest.shard-<i>-of-<n>.jsonl`, so concurrent shards never share a file.
 //! - **Odd inputs never stop the run**: grayscale, alpha and 16-bit images are converted
 //!   (see [`crate::apps::dataset`]); undecodable files, and wrong sizes under
-//!   [`SizePolicy::Skip`], are recorded as `"status": "skipped"` with the reason.
+//!   [`SizePolicy::Skip`] or above [`ImageLimits`], are recorded as `"status": "skipped"`
+//!   with the reason (an image too large is refused from its header, before decoding).
 //!
 //! ```no_run
 //! use boomerang::analytic::GaussianDenoiser;
@@ -36,8 +54,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayView3, Axis};
@@ -45,14 +61,19 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::apps::dataset::{
-    check_separate, format_time, list_images, load_for_model, quantize, stack, temp_target, LoadedImage, ModelInput,
+    convert_for_model, format_time, list_images, load_for_model, load_for_model_with, stack, LoadedImage, ModelInput,
     SizePolicy,
 };
 use crate::apps::keys::path_key;
+use crate::apps::limits::check_batch_size;
 use crate::apps::metrics::{distances, Distances};
+use crate::apps::paths::{
+    check_separate, content_id, file_content_id, read_regular, temp_target, visit_lines, JsonLog, OutputPlan,
+    OutputState, OutputTree, RelPath,
+};
 use crate::core::local::LocalSampler;
 use crate::core::noise::NoiseStreams;
-use crate::image_io::save_image;
+use crate::image_io::{decode_bytes, encode_image, output_format, ImageLimits, MAX_IMAGE_FILE_BYTES};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -210,6 +231,26 @@ pub enum OutputFormat {
     Png,
 }
 
+impl OutputFormat {
+    /// The name recorded in manifests: `"same"` or `"png"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Same => "same",
+            OutputFormat::Png => "png",
+        }
+    }
+}
+
+impl SizePolicy {
+    /// The name recorded in manifests: `"skip"` or `"resize"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SizePolicy::Skip => "skip",
+            SizePolicy::Resize => "resize",
+        }
+    }
+}
+
 /// Whether an image was written or skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,10 +264,18 @@ pub enum EntryStatus {
 /// One line of the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
-    /// The input's path relative to the input folder (`/`-separated).
+    /// The input's path relative to the input folder (components joined by `/`; bytes that
+    /// are not UTF-8 appear as `\xNN`, the exact name is then in `input_bytes`).
     pub input: String,
-    /// The output's path relative to the output folder.
+    /// The exact bytes of the input's relative path (components joined by `/`), present only
+    /// when it is not UTF-8. Read names back with [`ManifestEntry::input_path`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_bytes: Option<Vec<u8>>,
+    /// The output's path relative to the output folder (same form as `input`).
     pub output: String,
+    /// The exact bytes of the output's relative path, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<Vec<u8>>,
     /// Written or skipped.
     pub status: EntryStatus,
     /// Why it was skipped.
@@ -246,7 +295,20 @@ pub struct ManifestEntry {
     pub model: String,
     /// The shard that wrote the line (`i/n`).
     pub shard: String,
-    /// Distances of the output to the (converted) input.
+    /// The output format ([`OutputFormat::as_str`]); absent in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The size policy ([`SizePolicy::as_str`]); absent in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_policy: Option<String>,
+    /// Length in bytes of the file written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    /// Content hash of the file written ([`crate::apps::paths::content_id`]: 16 hex digits,
+    /// not cryptographic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_hash: Option<String>,
+    /// Distances of the output (as written, decoded again) to the (converted) input.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub distances: Option<Distances>,
     /// Conversions made to the input (see [`crate::apps::dataset`]).
@@ -257,21 +319,45 @@ pub struct ManifestEntry {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
-/// Read a manifest; lines that do not parse (e.g. a last line cut by a kill) are ignored.
-pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let mut out = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if let Ok(entry) = serde_json::from_str::<ManifestEntry>(&line) {
-            out.push(entry);
-        }
+impl ManifestEntry {
+    /// The input's exact relative path.
+    pub fn input_path(&self) -> Result<RelPath> {
+        RelPath::from_manifest(&self.input, self.input_bytes.as_deref())
     }
+
+    /// The output's exact relative path.
+    pub fn output_path(&self) -> Result<RelPath> {
+        RelPath::from_manifest(&self.output, self.output_bytes.as_deref())
+    }
+}
+
+/// Read a manifest; lines that do not parse (e.g. a last line cut by a kill) are ignored. A
+/// missing file is an empty manifest; a symbolic link or special file is refused.
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
+    let mut out = Vec::new();
+    visit_manifest(path, &mut |e| out.push(e))?;
     Ok(out)
+}
+
+/// Call `visit` on every entry of a manifest, streaming (see [`read_manifest`]).
+fn visit_manifest(path: &Path, visit: &mut dyn FnMut(ManifestEntry)) -> Result<()> {
+    visit_lines(path, &mut |line| {
+        if let Ok(entry) = serde_json::from_slice::<ManifestEntry>(line) {
+            visit(entry);
+        }
+    })
+}
+
+/// Whether `name` is a manifest file name of [`Shard::manifest_name`].
+fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
+    let Some(n) = name.to_str() else { return false };
+    n == "manifest.jsonl"
+        || n.strip_prefix("manifest.shard-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+            .and_then(|r| r.split_once("-of-"))
+            .is_some_and(|(i, c)| {
+                !i.is_empty() && !c.is_empty() && (i.bytes().chain(c.bytes())).all(|b| b.is_ascii_digit())
+            })
 }
 
 /// Progress of a run, reported after each batch.
@@ -296,12 +382,15 @@ pub struct Report {
     pub in_shard: usize,
     /// Images anonymized and written by this run.
     pub written: usize,
-    /// Outputs already present and recorded (a resumed run's earlier work).
+    /// Outputs already present and recorded (a resumed run's earlier work), checked against
+    /// their recorded length and content hash.
     pub already_done: usize,
     /// Outputs present but missing from the manifest (a run killed between writing the
-    /// image and its manifest line): their lines were written now.
+    /// image and its manifest line) that are byte for byte what this run makes: their lines
+    /// were written now.
     pub recovered: usize,
-    /// Images skipped because of an error (each has a manifest line).
+    /// Images skipped because of an error (each has a manifest line), including outputs
+    /// that exist but were not made by a run with these settings (left alone).
     pub failed: usize,
     /// `(input, reason)` of each skipped image.
     pub failures: Vec<(String, String)>,
@@ -324,18 +413,21 @@ pub struct AnonymizeJob {
     pub t: TimeSpec,
     /// Global seed.
     pub seed: u64,
-    /// Images per model batch (results do not depend on it).
+    /// Images per model batch, `1..=`[`crate::apps::limits::MAX_BATCH_SIZE`] (results do not
+    /// depend on it).
     pub batch_size: usize,
     /// Which part of the dataset this run handles.
     pub shard: Shard,
-    /// Recompute and replace outputs that exist (default: skip them, i.e. resume). The
-    /// manifest is append-only: a recomputed image gets a new line, and the last line for an
-    /// input is the current one.
+    /// Recompute and replace outputs that exist, whatever made them (default: resume, i.e.
+    /// keep what a run with the same settings recorded). The manifest is append-only: a
+    /// recomputed image gets a new line, and the last line for an input is the current one.
     pub overwrite: bool,
     /// Output format.
     pub format: OutputFormat,
     /// What to do with images of the wrong size.
     pub size_policy: SizePolicy,
+    /// The largest images read.
+    pub limits: ImageLimits,
     /// The model's name for the manifest.
     pub model_name: String,
     /// Extra fields for every manifest line.
@@ -343,14 +435,30 @@ pub struct AnonymizeJob {
 }
 
 struct Item {
-    input: String,
-    output: String,
+    input: RelPath,
+    output: RelPath,
     key: u64,
+    existing: OutputState,
+}
+
+/// What is known of an output from the manifests.
+struct Recorded {
+    output: RelPath,
+    /// Length and content hash, when the line was made with this job's settings.
+    file: Option<(u64, String)>,
+    /// Whether the line is in this shard's manifest.
+    own: bool,
+}
+
+enum Outcome {
+    Written(ManifestEntry),
+    Recovered(ManifestEntry),
+    Refused(String),
 }
 
 impl AnonymizeJob {
     /// A job with seed 0, batches of 8, the whole dataset, resume semantics, same format,
-    /// wrong sizes skipped, model name `"model"`.
+    /// wrong sizes skipped, the default [`ImageLimits`], model name `"model"`.
     pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>, t: TimeSpec) -> Self {
         Self {
             input: input.into(),
@@ -362,49 +470,79 @@ impl AnonymizeJob {
             overwrite: false,
             format: OutputFormat::Same,
             size_policy: SizePolicy::Skip,
+            limits: ImageLimits::default(),
             model_name: "model".into(),
             extra: BTreeMap::new(),
         }
     }
 
-    fn output_name(&self, input: &str) -> String {
+    fn output_name(&self, input: &RelPath) -> Result<RelPath> {
         match self.format {
-            OutputFormat::Same => input.to_string(),
-            OutputFormat::Png => {
-                let p = Path::new(input).with_extension("png");
-                crate::apps::keys::canonical_relative(p)
+            OutputFormat::Same => Ok(input.clone()),
+            OutputFormat::Png => input.with_extension("png"),
+        }
+    }
+
+    /// The first setting in which `entry` differs from this job, as `name: there, here`.
+    fn differing_setting(&self, e: &ManifestEntry) -> Option<String> {
+        let t = format_time(self.t);
+        if e.model != self.model_name {
+            return Some(format!("model: {} there, {} now", e.model, self.model_name));
+        }
+        if e.t != t {
+            return Some(format!("t: {} there, {t} now", e.t));
+        }
+        if e.seed != self.seed {
+            return Some(format!("seed: {} there, {} now", e.seed, self.seed));
+        }
+        if let Some(f) = &e.format {
+            if f != self.format.as_str() {
+                return Some(format!("format: {f} there, {} now", self.format.as_str()));
             }
         }
+        if let Some(p) = &e.size_policy {
+            if p != self.size_policy.as_str() {
+                return Some(format!("size policy: {p} there, {} now", self.size_policy.as_str()));
+            }
+        }
+        let keys: std::collections::BTreeSet<&String> = e.extra.keys().chain(self.extra.keys()).collect();
+        for k in keys {
+            let (a, b) = (e.extra.get(k), self.extra.get(k));
+            if a != b {
+                let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+                return Some(format!("{k}: {} there, {} now", show(a), show(b)));
+            }
+        }
+        None
     }
 
     /// Run the job with `runner` (any [`LocalSampler`]: a [`crate::Boomerang`] runner, Stable
     /// Diffusion, ...); `progress` is called after each batch. Per-image problems
     /// are recorded and skipped; only problems with the job itself (bad folders, a bad `t`,
-    /// an unwritable manifest, a failing model) are errors.
+    /// a folder made with other settings, a link in the output tree, an unwritable manifest,
+    /// a failing model) are errors, and every check of the job is made before anything is
+    /// written.
     pub fn run<S: LocalSampler + ?Sized>(&self, runner: &S, progress: &mut dyn FnMut(&Progress)) -> Result<Report> {
-        if self.batch_size == 0 {
-            return Err(Error::param("batch_size", "must be at least 1"));
-        }
+        check_batch_size(self.batch_size)?;
         let t_native = Some(runner.start_time(self.t)?);
         check_separate(&self.input, &self.output)?;
         let list = list_images(&self.input)?;
-        std::fs::create_dir_all(&self.output).map_err(|e| Error::io(&self.output, e))?;
+        let tree = OutputTree::new(&self.output);
 
-        let mut by_output: HashMap<String, String> = HashMap::new();
+        // Every output name, over the whole dataset, before any work.
+        let mut plan = OutputPlan::new();
         let mut items = Vec::new();
         for rel in &list.images {
             let key = path_key(rel);
-            let out = self.output_name(rel);
-            if let Some(other) = by_output.insert(out.clone(), rel.clone()) {
-                return Err(Error::InvalidInput(format!(
-                    "inputs {other} and {rel} would both be written to {out}; use the same-format output"
-                )));
-            }
+            let out = self.output_name(rel)?;
+            plan.add(out.clone(), rel)?;
             if self.shard.contains(key) {
+                let existing = tree.state(&out)?;
                 items.push(Item {
                     input: rel.clone(),
                     output: out,
                     key,
+                    existing,
                 });
             }
         }
@@ -415,44 +553,73 @@ impl AnonymizeJob {
             manifest: self.output.join(self.shard.manifest_name()),
             ..Report::default()
         };
-        report.temp_removed = self.remove_stale_temps(&items)?;
 
-        let previous = read_manifest(&report.manifest)?;
-        let done_ok: HashSet<&str> = previous
-            .iter()
-            .filter(|e| e.status == EntryStatus::Ok)
-            .map(|e| e.input.as_str())
-            .collect();
-        let known_failures: HashSet<(&str, &str)> = previous
-            .iter()
-            .filter(|e| e.status == EntryStatus::Skipped)
-            .map(|e| (e.input.as_str(), e.error.as_deref().unwrap_or("")))
-            .collect();
-        let mut manifest = Manifest::open(&report.manifest)?;
+        // What the manifests of this folder (every shard's) record.
+        let own_name = std::ffi::OsString::from(self.shard.manifest_name());
+        let mut recorded: HashMap<RelPath, Vec<Recorded>> = HashMap::new();
+        let mut known_failures: HashSet<(RelPath, String)> = HashSet::new();
+        // The last ok line of an input is its current one: its settings are the folder's.
+        let mut current: HashMap<RelPath, Option<String>> = HashMap::new();
+        if self.output.is_dir() {
+            let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&self.output)
+                .map_err(|e| Error::io(&self.output, e))?
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .filter(|n| is_manifest_name(n))
+                .collect();
+            names.sort();
+            for name in names {
+                let own = name == own_name;
+                visit_manifest(&self.output.join(&name), &mut |e| {
+                    let Ok(input) = e.input_path() else { return };
+                    match e.status {
+                        EntryStatus::Ok => {
+                            let differs = self.differing_setting(&e);
+                            let Ok(output) = e.output_path() else { return };
+                            // Only a record of these settings vouches for a file.
+                            let file = if differs.is_none() {
+                                e.file_bytes.zip(e.file_hash.clone())
+                            } else {
+                                None
+                            };
+                            current.insert(input.clone(), differs);
+                            recorded.entry(input).or_default().push(Recorded { output, file, own });
+                        }
+                        EntryStatus::Skipped => {
+                            if own {
+                                known_failures.insert((input, e.error.clone().unwrap_or_default()));
+                            }
+                        }
+                    }
+                })?;
+            }
+        }
+        let mut conflicts: Vec<&String> = current.values().flatten().collect();
+        conflicts.sort();
+        if let (Some(what), false) = (conflicts.first(), self.overwrite) {
+            return Err(Error::InvalidInput(format!(
+                "the output folder {} holds results made with other settings ({what}); nothing was \
+                 written. Resume with the same settings, overwrite them (--overwrite), or choose another \
+                 output folder",
+                self.output.display()
+            )));
+        }
+
+        tree.create_root()?;
+        let mut manifest = JsonLog::open(&report.manifest)?;
+        report.temp_removed = self.remove_stale_temps(&items)?;
         let model = runner.input();
 
         let mut queue = Vec::new();
         for item in &items {
-            let out_path = self.output.join(&item.output);
-            if !self.overwrite && out_path.exists() {
-                if done_ok.contains(item.input.as_str()) {
-                    report.already_done += 1;
-                } else {
-                    // Written by a run killed before its manifest line: recompute the line
-                    // from the files (the distances of an 8-bit PNG are exactly those of the
-                    // quantized sample).
-                    match self.recover_entry(item, &model, t_native) {
-                        Ok(entry) => {
-                            manifest.append(&entry)?;
-                            report.recovered += 1;
-                        }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            report.failures.push((item.input.clone(), msg.clone()));
-                            report.failed += 1;
-                        }
-                    }
-                }
+            let done = !self.overwrite
+                && item.existing == OutputState::File
+                && recorded.get(&item.input).is_some_and(|recs| {
+                    let now = file_content_id(&tree.path(&item.output), MAX_IMAGE_FILE_BYTES);
+                    recs.iter()
+                        .any(|r| r.output == item.output && r.file.is_some() && r.file == now)
+                });
+            if done {
+                report.already_done += 1;
             } else {
                 queue.push(item);
             }
@@ -470,27 +637,14 @@ impl AnonymizeJob {
             // Decode in parallel; every failure becomes a manifest line.
             let loaded: Vec<Result<LoadedImage>> = chunk
                 .par_iter()
-                .map(|it| load_for_model(&self.input.join(&it.input), &model, self.size_policy))
+                .map(|it| load_for_model_with(&self.input.join(&it.input), &model, self.size_policy, &self.limits))
                 .collect();
             let mut ready: Vec<(&Item, LoadedImage)> = Vec::new();
+            let mut failed: Vec<(&Item, String)> = Vec::new();
             for (item, res) in chunk.iter().zip(loaded) {
                 match res {
                     Ok(img) => ready.push((item, img)),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        if !known_failures.contains(&(item.input.as_str(), msg.as_str())) {
-                            manifest.append(&self.entry(
-                                item,
-                                EntryStatus::Skipped,
-                                Some(msg.clone()),
-                                t_native,
-                                None,
-                                vec![],
-                            ))?;
-                        }
-                        report.failures.push((item.input.clone(), msg));
-                        report.failed += 1;
-                    }
+                    Err(e) => failed.push((item, e.to_string())),
                 }
             }
             // Images of one size share a model batch.
@@ -507,25 +661,57 @@ impl AnonymizeJob {
                 let keys: Vec<u64> = group.iter().map(|&i| ready[i].0.key).collect();
                 let mut noise = NoiseStreams::keyed(self.seed, &keys);
                 let out = runner.sample(batch.view(), self.t, &mut noise)?;
-                let results: Vec<Result<ManifestEntry>> = group
+                let results: Vec<Result<Outcome>> = group
                     .par_iter()
                     .zip(out.axis_iter(Axis(0)).collect::<Vec<_>>())
                     .map(|(&i, sample)| {
                         let (item, img) = &ready[i];
-                        let written = quantize(sample, model.range);
-                        let d = distances(written.view(), img.data.view(), model.range)?;
-                        let path = self.output.join(&item.output);
-                        if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                        }
-                        save_image(&path, written.view(), model.range)?;
-                        Ok(self.entry(item, EntryStatus::Ok, None, t_native, Some(d), img.converted.clone()))
+                        self.finish(&tree, item, img, sample, &model, t_native)
                     })
                     .collect();
-                for r in results {
-                    manifest.append(&r?)?;
-                    report.written += 1;
+                for (&i, r) in group.iter().zip(results) {
+                    let item = ready[i].0;
+                    let recorded_here = |entry: &ManifestEntry| {
+                        recorded.get(&item.input).is_some_and(|recs| {
+                            recs.iter().any(|r| {
+                                r.own
+                                    && r.output == item.output
+                                    && r.file == entry.file_bytes.zip(entry.file_hash.clone())
+                            })
+                        })
+                    };
+                    match r? {
+                        Outcome::Written(entry) => {
+                            // A recorded output that had gone missing gets no second line.
+                            if !recorded_here(&entry) {
+                                manifest.append(&entry)?;
+                            }
+                            report.written += 1;
+                        }
+                        Outcome::Recovered(entry) => {
+                            if !recorded_here(&entry) {
+                                manifest.append(&entry)?;
+                            }
+                            report.recovered += 1;
+                        }
+                        Outcome::Refused(msg) => failed.push((item, msg)),
+                    }
                 }
+            }
+            for (item, msg) in failed {
+                if !known_failures.contains(&(item.input.clone(), msg.clone())) {
+                    manifest.append(&self.entry(
+                        item,
+                        EntryStatus::Skipped,
+                        Some(msg.clone()),
+                        t_native,
+                        None,
+                        vec![],
+                        None,
+                    ))?;
+                }
+                report.failures.push((item.input.to_string(), msg));
+                report.failed += 1;
             }
             manifest.flush()?;
             done += chunk.len();
@@ -540,6 +726,67 @@ impl AnonymizeJob {
         Ok(report)
     }
 
+    /// Encode one result, measure it as written, and write it unless that would replace a
+    /// file this run did not make or publish the original.
+    fn finish(
+        &self,
+        tree: &OutputTree,
+        item: &Item,
+        img: &LoadedImage,
+        sample: ArrayView3<'_, f32>,
+        model: &ModelInput,
+        t_native: Option<f64>,
+    ) -> Result<Outcome> {
+        let path = tree.path(&item.output);
+        let bytes = encode_image(sample, model.range, output_format(&path)?).map_err(|e| match e {
+            Error::Image { message, .. } => Error::Image {
+                path: path.clone(),
+                message,
+            },
+            other => other,
+        })?;
+        // Measure what the file holds: the encoded bytes decoded again (a JPEG's loss counts).
+        let (_, h, w) = img.data.dim();
+        let decoded = decode_bytes(&path, &bytes, &self.limits)?;
+        let output_model = ModelInput {
+            size: Some((h, w)),
+            ..*model
+        };
+        let written = convert_for_model(&path, &decoded, &output_model, SizePolicy::Skip)?;
+        if written.data == img.data {
+            return Ok(Outcome::Refused(format!(
+                "the result equals the input image (nothing was anonymized at t = {}); not written",
+                format_time(self.t)
+            )));
+        }
+        let d = distances(written.data.view(), img.data.view(), model.range)?;
+        let entry = self.entry(
+            item,
+            EntryStatus::Ok,
+            None,
+            t_native,
+            Some(d),
+            img.converted.clone(),
+            Some(content_id(&bytes)),
+        );
+        if item.existing == OutputState::File && !self.overwrite {
+            // An output without a (valid) record: ours only if it is exactly what we make.
+            let same = read_regular(&path, MAX_IMAGE_FILE_BYTES).is_ok_and(|old| old == bytes);
+            return Ok(if same {
+                Outcome::Recovered(entry)
+            } else {
+                Outcome::Refused(format!(
+                    "{} exists but is not what this run makes for it (not recorded as written with these \
+                     settings); it was left alone: remove it, or replace it with the overwrite option",
+                    item.output
+                ))
+            });
+        }
+        tree.write(&item.output, &bytes)?;
+        Ok(Outcome::Written(entry))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &self,
         item: &Item,
@@ -548,10 +795,16 @@ impl AnonymizeJob {
         t_native: Option<f64>,
         distances: Option<Distances>,
         converted: Vec<String>,
+        file: Option<(u64, String)>,
     ) -> ManifestEntry {
+        let (input, input_bytes) = item.input.to_manifest();
+        let (output, output_bytes) = item.output.to_manifest();
+        let (file_bytes, file_hash) = file.unzip();
         ManifestEntry {
-            input: item.input.clone(),
-            output: item.output.clone(),
+            input,
+            input_bytes,
+            output,
+            output_bytes,
             status,
             error,
             t: format_time(self.t),
@@ -560,93 +813,48 @@ impl AnonymizeJob {
             key: format!("{:016x}", item.key),
             model: self.model_name.clone(),
             shard: self.shard.to_string(),
+            format: Some(self.format.as_str().to_string()),
+            size_policy: Some(self.size_policy.as_str().to_string()),
+            file_bytes,
+            file_hash,
             distances,
             converted,
             extra: self.extra.clone(),
         }
     }
 
-    fn recover_entry(&self, item: &Item, model: &ModelInput, t_native: Option<f64>) -> Result<ManifestEntry> {
-        let input = load_for_model(&self.input.join(&item.input), model, self.size_policy)?;
-        let output_model = ModelInput {
-            size: Some((input.data.dim().1, input.data.dim().2)),
-            ..*model
-        };
-        let output = load_for_model(&self.output.join(&item.output), &output_model, SizePolicy::Skip)?;
-        let d = distances(output.data.view(), input.data.view(), model.range)?;
-        Ok(self.entry(item, EntryStatus::Ok, None, t_native, Some(d), input.converted))
-    }
-
     /// Remove `.NAME.PID.tmp.EXT` files left by killed runs, for outputs of this shard only
-    /// (a concurrent shard's files in progress are left alone).
+    /// (a concurrent shard's files in progress are left alone). Links are never followed.
     fn remove_stale_temps(&self, items: &[Item]) -> Result<usize> {
-        let mine: HashSet<&str> = items.iter().map(|i| i.output.as_str()).collect();
+        let mine: HashSet<&RelPath> = items.iter().map(|i| &i.output).collect();
         let mut removed = 0;
-        let mut stack = vec![PathBuf::new()];
+        let mut stack: Vec<Vec<std::ffi::OsString>> = vec![Vec::new()];
         while let Some(rel_dir) = stack.pop() {
-            let dir = self.output.join(&rel_dir);
+            let dir = rel_dir.iter().fold(self.output.clone(), |p, c| p.join(c));
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(_) => continue,
             };
             for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = entry.file_name();
                 let Ok(ft) = entry.file_type() else { continue };
                 if ft.is_dir() {
-                    stack.push(rel_dir.join(&name));
+                    let mut sub = rel_dir.clone();
+                    sub.push(name);
+                    stack.push(sub);
                 } else if let Some(target) = temp_target(&name) {
-                    let target_rel = crate::apps::keys::canonical_relative(rel_dir.join(&target));
-                    if mine.contains(target_rel.as_str()) && std::fs::remove_file(entry.path()).is_ok() {
+                    let mut parts = rel_dir.clone();
+                    parts.push(target);
+                    let Ok(target_rel) = RelPath::from_components(parts) else {
+                        continue;
+                    };
+                    if mine.contains(&target_rel) && std::fs::remove_file(entry.path()).is_ok() {
                         removed += 1;
                     }
                 }
             }
         }
         Ok(removed)
-    }
-}
-
-/// An append-only JSON-lines file.
-struct Manifest {
-    path: PathBuf,
-    file: std::io::BufWriter<File>,
-}
-
-impl Manifest {
-    fn open(path: &Path) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        // A line cut by a kill: start on a fresh line.
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len > 0 {
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1)).map_err(|e| Error::io(path, e))?;
-            file.read_exact(&mut last).map_err(|e| Error::io(path, e))?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n").map_err(|e| Error::io(path, e))?;
-            }
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            file: std::io::BufWriter::new(file),
-        })
-    }
-
-    fn append(&mut self, entry: &ManifestEntry) -> Result<()> {
-        let line = serde_json::to_string(entry)
-            .map_err(|e| Error::InvalidInput(format!("cannot serialise a manifest line: {e}")))?;
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.write_all(b"\n"))
-            .map_err(|e| Error::io(&self.path, e))
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| Error::io(&self.path, e))
     }
 }
 

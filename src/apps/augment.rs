@@ -6,7 +6,12 @@
 //! On disk ([`AugmentJob`]) a class-per-folder dataset `in/<class>/<name>.<ext>` gives
 //! `out/<class>/<name>_boom<k>.png` for `k = 0..copies` (deeper folders are mirrored the
 //! same way), optionally with the originals copied alongside, so `out/` is a ready
-//! `ImageFolder`-style training set.
+//! `ImageFolder`-style training set. Names are built from path components
+//! ([`crate::apps::paths::RelPath`]); every output name is planned, and collisions refused,
+//! before anything is written; outputs are written without following links, and
+//! `out/augment-manifest.jsonl` ([`AUGMENT_MANIFEST`]) records each file written with the
+//! settings that made it, so that skipping existing outputs ([`Existing::Skip`]) keeps only
+//! what a run with the same settings wrote.
 //!
 //! Seeding: copy `k` of the image keyed `key` ([`path_key`] of its relative path on disk)
 //! draws its noise from stream `derive_key(key, [k])` of the seed, and, for a range, its `t`
@@ -32,17 +37,24 @@
 //! # Ok::<(), boomerang::Error>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::apps::dataset::{check_separate, format_time, list_images, load_for_model, stack, LoadedImage, SizePolicy};
-use crate::apps::keys::{canonical_relative, derive_key, path_key, unit_f64};
+use crate::apps::dataset::{format_time, list_images, load_for_model_with, stack, LoadedImage, SizePolicy};
+use crate::apps::keys::{derive_key, path_key, unit_f64};
+use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES};
+use crate::apps::paths::{
+    check_separate, content_id, file_content_id, read_regular, visit_lines, JsonLog, OutputPlan, OutputState,
+    OutputTree, RelPath,
+};
 use crate::core::local::LocalSampler;
 use crate::core::noise::NoiseStreams;
-use crate::image_io::save_image;
+use crate::image_io::{encode_image, ImageLimits, MAX_IMAGE_FILE_BYTES};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -199,18 +211,104 @@ pub fn local_samples<S: LocalSampler + ?Sized>(
         .collect())
 }
 
+/// Copies `copies` (a range of copy numbers) of one image keyed `key`, as [`local_samples`]
+/// makes them (the same streams), in model batches of at most `batch_size`: a caller that
+/// takes the copies of an image a batch at a time keeps only a batch in memory.
+pub(crate) fn copies_of<S: LocalSampler + ?Sized>(
+    runner: &S,
+    image: ArrayView3<'_, f32>,
+    key: u64,
+    copies: Range<usize>,
+    t: &TimeChoice,
+    seed: u64,
+    batch_size: usize,
+) -> Result<Vec<LocalSample>> {
+    let mut units = Vec::with_capacity(copies.len());
+    for copy in copies {
+        let tc = t.pick(seed, key, copy);
+        let start = runner.start_time(tc)?;
+        units.push(Unit {
+            item: 0,
+            copy,
+            key,
+            t: tc,
+            start,
+            image,
+        });
+    }
+    let samples = run_units(runner, &units, seed, batch_size)?;
+    Ok(units
+        .iter()
+        .zip(samples)
+        .map(|(u, sample)| LocalSample {
+            item: 0,
+            copy: u.copy,
+            t: u.t,
+            sample,
+        })
+        .collect())
+}
+
 /// The file name of copy `copy` of the image at relative path `rel`:
-/// `dir/name.ext` -> `dir/name_boom<copy>.png`.
-pub fn augmented_name(rel: &str, copy: usize) -> String {
-    let p = Path::new(rel);
-    let stem = p
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = format!("{stem}_boom{copy}.png");
-    match p.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => canonical_relative(parent.join(name)),
-        _ => name,
+/// `dir/name.ext` -> `dir/name_boom<copy>.png`, built from the path's components (the
+/// folder part is kept as it is; only the file name changes).
+pub fn augmented_name(rel: impl AsRef<Path>, copy: usize) -> PathBuf {
+    let p = rel.as_ref();
+    let mut name = p.file_stem().unwrap_or_default().to_os_string();
+    name.push(format!("_boom{copy}.png"));
+    p.with_file_name(name)
+}
+
+fn augmented_rel(rel: &RelPath, copy: usize) -> Result<RelPath> {
+    rel.with_stem_suffix(&format!("_boom{copy}.png"))
+}
+
+/// The file in an augmentation's output folder that records what it wrote (JSON lines, one
+/// [`AugmentEntry`] per file).
+pub const AUGMENT_MANIFEST: &str = "augment-manifest.jsonl";
+
+/// One line of [`AUGMENT_MANIFEST`]: a file an [`AugmentJob`] wrote, and the settings that
+/// made it. Names are stored as in the anonymization manifest (text, plus the exact bytes
+/// when not UTF-8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AugmentEntry {
+    /// The output's path relative to the output folder.
+    pub output: String,
+    /// Its exact bytes (components joined by `/`), when not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<Vec<u8>>,
+    /// The input's path relative to the input folder.
+    pub input: String,
+    /// Its exact bytes, when not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_bytes: Option<Vec<u8>>,
+    /// The copy number; absent for an original copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<usize>,
+    /// The `t` this copy was made at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<String>,
+    /// The job's `t` setting ([`AugmentJob::describe_t`]).
+    pub t_setting: String,
+    /// The global seed.
+    pub seed: u64,
+    /// The model, as named by the caller.
+    pub model: String,
+    /// The size policy ([`SizePolicy::as_str`]).
+    pub size_policy: String,
+    /// Length of the file written.
+    pub file_bytes: u64,
+    /// Content hash of the file written ([`crate::apps::paths::content_id`]).
+    pub file_hash: String,
+    /// Whatever else the caller records (sampler, steps, ...).
+    #[serde(default, flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl AugmentEntry {
+    /// The output's exact relative path.
+    pub fn output_path(&self) -> Result<RelPath> {
+        RelPath::from_manifest(&self.output, self.output_bytes.as_deref())
     }
 }
 
@@ -233,13 +331,14 @@ pub struct AugmentJob {
     pub input: PathBuf,
     /// Output folder.
     pub output: PathBuf,
-    /// Copies per image.
+    /// Copies per image, `1..=`[`MAX_COPIES`].
     pub copies: usize,
     /// `t` of each copy.
     pub t: TimeChoice,
     /// Global seed.
     pub seed: u64,
-    /// Source images per model batch (results do not depend on it).
+    /// Images per model batch, `1..=`[`crate::apps::limits::MAX_BATCH_SIZE`] (results do not
+    /// depend on it); memory holds about this many inputs and copies at a time.
     pub batch_size: usize,
     /// Existing outputs.
     pub existing: Existing,
@@ -247,6 +346,13 @@ pub struct AugmentJob {
     pub copy_originals: bool,
     /// Images of the wrong size.
     pub size_policy: SizePolicy,
+    /// The largest images read.
+    pub limits: ImageLimits,
+    /// The model's name, recorded with every file written.
+    pub model_name: String,
+    /// Extra settings recorded with every file written (sampler, steps, ...); compared like
+    /// the others when skipping existing outputs.
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// What an augmentation run did.
@@ -256,7 +362,7 @@ pub struct AugmentReport {
     pub images: usize,
     /// Copies written.
     pub written: usize,
-    /// Copies skipped because they existed.
+    /// Copies skipped because they existed (written by a run with the same settings).
     pub existing: usize,
     /// Originals copied.
     pub originals: usize,
@@ -266,7 +372,7 @@ pub struct AugmentReport {
 
 impl AugmentJob {
     /// Defaults: 1 copy, seed 0, batches of 8, refuse existing outputs, no originals, wrong
-    /// sizes skipped.
+    /// sizes skipped, the default [`ImageLimits`], model name `"model"`.
     pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>, t: TimeChoice) -> Self {
         Self {
             input: input.into(),
@@ -278,22 +384,88 @@ impl AugmentJob {
             existing: Existing::Error,
             copy_originals: false,
             size_policy: SizePolicy::Skip,
+            limits: ImageLimits::default(),
+            model_name: "model".into(),
+            extra: BTreeMap::new(),
         }
     }
 
-    /// Run it; `progress(copies_done, copies_total)` after each batch.
+    /// The first setting in which a recorded file differs from this job, as `name: there,
+    /// here`.
+    fn differing_setting(&self, e: &AugmentEntry) -> Option<String> {
+        let t = self.describe_t();
+        if e.model != self.model_name {
+            return Some(format!("model: {} there, {} now", e.model, self.model_name));
+        }
+        if e.t_setting != t {
+            return Some(format!("t: {} there, {t} now", e.t_setting));
+        }
+        if e.seed != self.seed {
+            return Some(format!("seed: {} there, {} now", e.seed, self.seed));
+        }
+        if e.size_policy != self.size_policy.as_str() {
+            return Some(format!(
+                "size policy: {} there, {} now",
+                e.size_policy,
+                self.size_policy.as_str()
+            ));
+        }
+        let keys: std::collections::BTreeSet<&String> = e.extra.keys().chain(self.extra.keys()).collect();
+        for k in keys {
+            let (a, b) = (e.extra.get(k), self.extra.get(k));
+            if a != b {
+                let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+                return Some(format!("{k}: {} there, {} now", show(a), show(b)));
+            }
+        }
+        None
+    }
+
+    fn entry(
+        &self,
+        output: &RelPath,
+        input: &RelPath,
+        copy: Option<usize>,
+        t: Option<TimeSpec>,
+        bytes: &[u8],
+    ) -> AugmentEntry {
+        let (output, output_bytes) = output.to_manifest();
+        let (input, input_bytes) = input.to_manifest();
+        let (file_bytes, file_hash) = content_id(bytes);
+        AugmentEntry {
+            output,
+            output_bytes,
+            input,
+            input_bytes,
+            copy,
+            t: t.map(format_time),
+            t_setting: self.describe_t(),
+            seed: self.seed,
+            model: self.model_name.clone(),
+            size_policy: self.size_policy.as_str().to_string(),
+            file_bytes,
+            file_hash,
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// Check the settings that need no model (the `t` range, counts, bounds); [`Self::run`]
+    /// checks them too.
+    pub fn validate(&self) -> Result<()> {
+        self.t.validate()?;
+        check_count("copies", self.copies, 1, MAX_COPIES)?;
+        check_batch_size(self.batch_size)
+    }
+
+    /// Run it; `progress(copies_done, copies_total)` after each batch. Every check (names,
+    /// collisions, links in the output tree, existing outputs and the settings that made
+    /// them) is made before anything is written.
     pub fn run<S: LocalSampler + ?Sized>(
         &self,
         runner: &S,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<AugmentReport> {
-        self.t.validate()?;
-        if self.copies == 0 {
-            return Err(Error::param("copies", "need at least one copy"));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::param("batch_size", "must be at least 1"));
-        }
+        self.validate()?;
         if let TimeChoice::Fixed(t) = self.t {
             runner.start_time(t)?;
         } else if let TimeChoice::Uniform { low, high } = self.t {
@@ -302,27 +474,27 @@ impl AugmentJob {
         }
         check_separate(&self.input, &self.output)?;
         let list = list_images(&self.input)?;
+        let tree = OutputTree::new(&self.output);
         let mut report = AugmentReport {
             images: list.images.len(),
             ..AugmentReport::default()
         };
         // Every output name, checked before any work.
-        let mut owner: HashMap<String, &str> = HashMap::new();
-        let mut existing = Vec::new();
+        let mut plan = OutputPlan::new();
+        let mut originals: HashMap<RelPath, &RelPath> = HashMap::new();
         for rel in &list.images {
-            let mut names: Vec<String> = (0..self.copies).map(|k| augmented_name(rel, k)).collect();
-            if self.copy_originals {
-                names.push(rel.clone());
+            for k in 0..self.copies {
+                plan.add(augmented_rel(rel, k)?, rel)?;
             }
-            for name in names {
-                if let Some(other) = owner.insert(name.clone(), rel) {
-                    return Err(Error::InvalidInput(format!(
-                        "inputs {other} and {rel} would both write {name}; rename one of them"
-                    )));
-                }
-                if self.output.join(&name).exists() {
-                    existing.push(name);
-                }
+            if self.copy_originals {
+                plan.add(rel.clone(), rel)?;
+                originals.insert(rel.clone(), rel);
+            }
+        }
+        let mut existing = Vec::new();
+        for name in plan.outputs() {
+            if tree.state(name)? == OutputState::File {
+                existing.push(name.clone());
             }
         }
         if self.existing == Existing::Error && !existing.is_empty() {
@@ -334,15 +506,63 @@ impl AugmentJob {
                 existing[0]
             )));
         }
-        std::fs::create_dir_all(&self.output).map_err(|e| Error::io(&self.output, e))?;
+        let manifest_path = self.output.join(AUGMENT_MANIFEST);
+        let mut keep: HashSet<RelPath> = HashSet::new();
+        if self.existing == Existing::Skip && !existing.is_empty() {
+            // Keep only what a run with these settings recorded, unchanged since.
+            // The last line of an output is its current one.
+            let mut recorded: HashMap<RelPath, AugmentEntry> = HashMap::new();
+            visit_augment_manifest(&manifest_path, &mut |e| {
+                if let Ok(out) = e.output_path() {
+                    recorded.insert(out, e);
+                }
+            })?;
+            // Copies made with other settings (originals do not depend on them).
+            let mut conflicts: Vec<String> = recorded
+                .values()
+                .filter(|e| e.copy.is_some())
+                .filter_map(|e| self.differing_setting(e))
+                .collect();
+            conflicts.sort();
+            if let Some(what) = conflicts.first() {
+                return Err(Error::InvalidInput(format!(
+                    "the output folder {} holds copies made with other settings ({what}); nothing was \
+                     written. Skip existing outputs only with the same settings, overwrite them, or choose \
+                     another output folder",
+                    self.output.display()
+                )));
+            }
+            for name in &existing {
+                let path = tree.path(name);
+                let ok = match originals.get(name) {
+                    Some(rel) => {
+                        let want = read_regular(&self.input.join(rel), MAX_IMAGE_FILE_BYTES)?;
+                        read_regular(&path, MAX_IMAGE_FILE_BYTES).is_ok_and(|have| have == want)
+                    }
+                    None => recorded.get(name).is_some_and(|e| {
+                        file_content_id(&path, MAX_IMAGE_FILE_BYTES) == Some((e.file_bytes, e.file_hash.clone()))
+                    }),
+                };
+                if !ok {
+                    return Err(Error::InvalidInput(format!(
+                        "{} exists but was not written by an augmentation with these settings (or has \
+                         changed since); nothing was written. Remove it, overwrite it, or choose another \
+                         output folder",
+                        path.display()
+                    )));
+                }
+                keep.insert(name.clone());
+            }
+        }
+        tree.create_root()?;
+        let mut manifest = JsonLog::open(&manifest_path)?;
         let model = runner.input();
-        let skip = |name: &str| self.existing == Existing::Skip && self.output.join(name).exists();
         let total = list.images.len() * self.copies;
         let mut done = 0;
         for chunk in list.images.chunks(self.batch_size) {
             let loaded: Vec<Result<LoadedImage>> = chunk
                 .par_iter()
-                .map(|rel| load_for_model(&self.input.join(rel), &model, self.size_policy))
+                .map(|rel| load_for_model_with(&self.input.join(rel), &model, self.size_policy, &self.limits))
                 .collect();
             let mut units = Vec::new();
             let mut names = Vec::new();
@@ -350,18 +570,20 @@ impl AugmentJob {
                 let img = match res {
                     Ok(img) => img,
                     Err(e) => {
-                        report.failures.push((rel.clone(), e.to_string()));
+                        report.failures.push((rel.to_string(), e.to_string()));
                         continue;
                     }
                 };
-                if self.copy_originals && !skip(rel) {
-                    copy_atomic(&self.input.join(rel), &self.output.join(rel))?;
+                if self.copy_originals && !keep.contains(rel) {
+                    let bytes = read_regular(&self.input.join(rel), MAX_IMAGE_FILE_BYTES)?;
+                    tree.write(rel, &bytes)?;
+                    manifest.append(&self.entry(rel, rel, None, None, &bytes))?;
                     report.originals += 1;
                 }
                 let key = path_key(rel);
                 for copy in 0..self.copies {
-                    let name = augmented_name(rel, copy);
-                    if skip(&name) {
+                    let name = augmented_rel(rel, copy)?;
+                    if keep.contains(&name) {
                         report.existing += 1;
                         continue;
                     }
@@ -375,26 +597,29 @@ impl AugmentJob {
                         start,
                         image: img.data.view(),
                     });
-                    names.push(name);
+                    names.push((name, rel));
                 }
             }
-            let samples = run_units(runner, &units, self.seed, 0)?;
-            let range = model.range;
-            let written: Vec<Result<()>> = names
-                .par_iter()
-                .zip(samples.par_iter())
-                .map(|(name, sample)| {
-                    let path = self.output.join(name);
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                    }
-                    save_image(&path, sample.view(), range)
-                })
-                .collect();
-            for w in written {
-                w?;
-                report.written += 1;
+            // At most a batch of copies in memory at a time.
+            for (units, names) in units.chunks(self.batch_size).zip(names.chunks(self.batch_size)) {
+                let samples = run_units(runner, units, self.seed, self.batch_size)?;
+                let range = model.range;
+                let written: Vec<Result<AugmentEntry>> = names
+                    .par_iter()
+                    .zip(samples.par_iter())
+                    .zip(units.par_iter())
+                    .map(|(((name, rel), sample), unit)| {
+                        let bytes = encode_image(sample.view(), range, image::ImageFormat::Png)?;
+                        tree.write(name, &bytes)?;
+                        Ok(self.entry(name, rel, Some(unit.copy), Some(unit.t), &bytes))
+                    })
+                    .collect();
+                for w in written {
+                    manifest.append(&w?)?;
+                    report.written += 1;
+                }
             }
+            manifest.flush()?;
             done += chunk.len() * self.copies;
             progress(done.min(total), total);
         }
@@ -410,19 +635,13 @@ impl AugmentJob {
     }
 }
 
-/// Copy a file under a temporary name, then rename it into place.
-fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let tmp = crate::image_io::temp_path(to);
-    std::fs::copy(from, &tmp).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(from, e)
-    })?;
-    std::fs::rename(&tmp, to).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(to, e)
+/// Read [`AUGMENT_MANIFEST`] lines; lines that do not parse are ignored, a missing file is
+/// empty, a link is refused.
+fn visit_augment_manifest(path: &Path, visit: &mut dyn FnMut(AugmentEntry)) -> Result<()> {
+    visit_lines(path, &mut |line| {
+        if let Ok(entry) = serde_json::from_slice::<AugmentEntry>(line) {
+            visit(entry);
+        }
     })
 }
 
@@ -483,7 +702,15 @@ impl EpochAugmenter {
 
     /// For a dataset on disk: the file to serve at `epoch` for the image at relative path
     /// `rel`, given the folder of originals and the folder an [`AugmentJob`] wrote.
-    pub fn path(&self, epoch: u64, rel: &str, copies: usize, originals: &Path, augmented: &Path) -> PathBuf {
+    pub fn path(
+        &self,
+        epoch: u64,
+        rel: impl AsRef<Path>,
+        copies: usize,
+        originals: &Path,
+        augmented: &Path,
+    ) -> PathBuf {
+        let rel = rel.as_ref();
         match self.pick(epoch, path_key(rel), copies) {
             Pick::Original => originals.join(rel),
             Pick::Copy(k) => augmented.join(augmented_name(rel, k)),

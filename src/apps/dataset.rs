@@ -1,6 +1,8 @@
-//! Dataset folders for the applications: listing images, keeping outputs out of inputs,
-//! loading images into what a model takes (with the conversions written down), and the
-//! textual form of `t` used on the command line and in manifests.
+//! Dataset folders for the applications: listing images, loading images into what a model
+//! takes (with the conversions written down, within [`ImageLimits`]), and the textual form of
+//! `t` used on the command line and in manifests. Paths, output trees and the input/output
+//! separation are in [`crate::apps::paths`] (re-exported here: [`check_separate`],
+//! [`resolve_path`]).
 //!
 //! Conversions [`load_for_model`] makes, each recorded in [`LoadedImage::converted`]:
 //! - grayscale to RGB (replicated) for a 3-channel model, RGB to luma for a 1-channel model;
@@ -11,14 +13,15 @@
 //!   size. For models that take sides that are multiples of some `m` (Stable Diffusion: 8),
 //!   other sides are refused or resized down to the nearest multiple.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
-use image::ColorType;
+use image::{ColorType, DynamicImage};
 use ndarray::{Array3, Array4, ArrayView3, Axis};
 
-use crate::apps::keys::canonical_relative;
+use crate::apps::paths::RelPath;
+pub use crate::apps::paths::{check_separate, resolve_path};
 use crate::core::denoiser::DataRange;
-use crate::image_io::{image_to_array, resize, ColorMode, ResizeFilter};
+use crate::image_io::{decode_file, image_to_array, read_header, resize, ColorMode, ImageLimits, ResizeFilter};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -35,110 +38,58 @@ pub fn is_image_path(path: &Path) -> bool {
 /// The images found under a folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageList {
-    /// Relative paths in canonical `/`-separated form ([`canonical_relative`]), sorted.
-    pub images: Vec<String>,
+    /// Relative paths ([`RelPath`]: components, exact bytes), sorted by their `/`-joined form.
+    pub images: Vec<RelPath>,
     /// Files that were not images (other extensions), not counting hidden ones.
-    pub ignored: Vec<String>,
+    pub ignored: Vec<RelPath>,
+    /// Entries that are neither regular files nor folders (FIFOs, devices, sockets, links to
+    /// them, dangling links): never opened.
+    pub special: Vec<RelPath>,
 }
 
 /// Every image under `root`, recursively, sorted by relative path. Hidden files and folders
-/// (names starting with `.`, which includes this crate's temporary files) are left out, and
-/// symbolic links to folders are not followed (no cycles).
+/// (names starting with `.`, which includes this crate's temporary files) are left out,
+/// symbolic links to folders are not followed (no cycles), and names are kept exactly
+/// (components, non-UTF-8 bytes included; see [`RelPath`]).
 pub fn list_images(root: &Path) -> Result<ImageList> {
     let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !meta.is_dir() {
         return Err(Error::InvalidInput(format!("{} is not a folder", root.display())));
     }
     let mut list = ImageList::default();
-    let mut stack = vec![PathBuf::new()];
+    let mut stack: Vec<Vec<std::ffi::OsString>> = vec![Vec::new()];
     while let Some(rel_dir) = stack.pop() {
-        let dir = root.join(&rel_dir);
+        let dir = rel_dir.iter().fold(root.to_path_buf(), |p, c| p.join(c));
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
+            if crate::apps::paths::os_bytes(&name).first() == Some(&b'.') {
                 continue;
             }
-            let rel = rel_dir.join(&name);
+            let mut parts = rel_dir.clone();
+            parts.push(name);
             let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
             if ft.is_dir() {
-                stack.push(rel);
-            } else if ft.is_file() || (ft.is_symlink() && entry.path().is_file()) {
-                let canon = canonical_relative(&rel);
-                if is_image_path(&rel) {
-                    list.images.push(canon);
+                stack.push(parts);
+                continue;
+            }
+            let rel = RelPath::from_components(parts)?;
+            if ft.is_file() || (ft.is_symlink() && entry.path().is_file()) {
+                if is_image_path(rel.as_path()) {
+                    list.images.push(rel);
                 } else {
-                    list.ignored.push(canon);
+                    list.ignored.push(rel);
                 }
+            } else if !(ft.is_symlink() && entry.path().is_dir()) {
+                list.special.push(rel);
             }
         }
     }
     list.images.sort();
     list.ignored.sort();
+    list.special.sort();
     Ok(list)
-}
-
-/// `path` made absolute with `.`/`..` resolved and symbolic links followed as far as the
-/// path exists (the rest, not yet created, is appended as written).
-pub fn resolve_path(path: &Path) -> Result<PathBuf> {
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map_err(|e| Error::io(path, e))?.join(path)
-    };
-    let mut existing = abs.clone();
-    let mut rest: Vec<std::ffi::OsString> = Vec::new();
-    loop {
-        if let Ok(canon) = existing.canonicalize() {
-            let mut out = canon;
-            for part in rest.iter().rev() {
-                let p = Path::new(part);
-                match p.components().next() {
-                    Some(Component::ParentDir) => {
-                        out.pop();
-                    }
-                    Some(Component::CurDir) | None => {}
-                    _ => out.push(part),
-                }
-            }
-            return Ok(out);
-        }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => {
-                // `..` at the end, or the root: let the OS report it.
-                return Err(Error::InvalidInput(format!("cannot resolve {}", path.display())));
-            }
-        }
-    }
-}
-
-/// Refuse an output folder that is the input folder, lies inside it, or contains it (then an
-/// output path could land on an input file). Both are resolved through symbolic links.
-pub fn check_separate(input: &Path, output: &Path) -> Result<()> {
-    let i = resolve_path(input)?;
-    let o = resolve_path(output)?;
-    if o.starts_with(&i) {
-        return Err(Error::InvalidInput(format!(
-            "the output folder {} is inside the input folder {}; choose a folder outside it \
-             (input files are never modified)",
-            output.display(),
-            input.display()
-        )));
-    }
-    if i.starts_with(&o) {
-        return Err(Error::InvalidInput(format!(
-            "the input folder {} is inside the output folder {}; choose an output folder that \
-             does not contain the input",
-            input.display(),
-            output.display()
-        )));
-    }
-    Ok(())
 }
 
 /// What to do with an image whose size is not the model's.
@@ -162,15 +113,61 @@ pub struct LoadedImage {
     pub converted: Vec<String>,
 }
 
-/// Decode `path` and convert it to what the model takes (see the module docs). Every failure
-/// (unreadable file, undecodable data, a size refused by `policy`) is an error naming the
+/// Decode `path` and convert it to what the model takes (see the module docs), within the
+/// limits of [`ImageLimits::from_env`]. Every failure (unreadable or special file,
+/// undecodable data, a size refused by `policy` or above the limits) is an error naming the
 /// file; none panics.
 pub fn load_for_model(path: &Path, model: &ModelInput, policy: SizePolicy) -> Result<LoadedImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        message: format!("cannot decode ({e}); PNG and JPEG are supported"),
-    })?;
+    load_for_model_with(path, model, policy, &ImageLimits::from_env()?)
+}
+
+/// [`load_for_model`] within `limits`. The header is read first: an image that `policy`
+/// refuses, or that is above `limits`, is refused before any pixel is decoded.
+pub fn load_for_model_with(
+    path: &Path,
+    model: &ModelInput,
+    policy: SizePolicy,
+    limits: &ImageLimits,
+) -> Result<LoadedImage> {
+    let header = read_header(path)?;
+    let (h, w) = (header.height as usize, header.width as usize);
+    limits.check(&format!("image {}", path.display()), w as u64, h as u64)?;
+    target_size(path, (h, w), model, policy)?;
+    let img = decode_file(path, limits)?;
+    convert_for_model(path, &img, model, policy)
+}
+
+/// The size `model` takes an `h × w` image at, or the error `policy` gives.
+fn target_size(path: &Path, (h, w): (usize, usize), model: &ModelInput, policy: SizePolicy) -> Result<(usize, usize)> {
+    let m = model.multiple.max(1);
+    let target = match model.size {
+        Some(size) => size,
+        None => ((h / m).max(1) * m, (w / m).max(1) * m),
+    };
+    if (h, w) != target && policy == SizePolicy::Skip {
+        let (th, tw) = target;
+        let why = if model.size.is_some() {
+            format!("the model takes {th}×{tw}")
+        } else {
+            format!("the model takes sides that are multiples of {m}")
+        };
+        return Err(Error::Shape(format!(
+            "{}: the image is {h}×{w} but {why} (resize it, or let the tool resize with \
+             the resize policy)",
+            path.display()
+        )));
+    }
+    Ok(target)
+}
+
+/// A decoded image converted to what the model takes (see the module docs); `path` names it
+/// in errors.
+pub fn convert_for_model(
+    path: &Path,
+    img: &DynamicImage,
+    model: &ModelInput,
+    policy: SizePolicy,
+) -> Result<LoadedImage> {
     let mut converted = Vec::new();
     let color = img.color();
     let gray = matches!(color, ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16);
@@ -192,40 +189,20 @@ pub fn load_for_model(path: &Path, model: &ModelInput, policy: SizePolicy) -> Re
     if color.has_alpha() {
         converted.push("alpha dropped".to_string());
     }
-    if color.bytes_per_pixel() / color.channel_count() as u8 > 1 {
+    if color.bytes_per_pixel() / color.channel_count() > 1 {
         converted.push(format!(
             "{}-bit -> 8-bit output",
             8 * (color.bytes_per_pixel() / color.channel_count())
         ));
     }
-    let mut data = image_to_array(&img, mode, model.range);
-    let (_, h, w) = data.dim();
-    let m = model.multiple.max(1);
-    let target = match model.size {
-        Some(size) => size,
-        None => ((h / m).max(1) * m, (w / m).max(1) * m),
-    };
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    let target = target_size(path, (h, w), model, policy)?;
+    let mut data = image_to_array(img, mode, model.range);
     if (h, w) != target {
         let (th, tw) = target;
-        match policy {
-            SizePolicy::Skip => {
-                let why = if model.size.is_some() {
-                    format!("the model takes {th}×{tw}")
-                } else {
-                    format!("the model takes sides that are multiples of {m}")
-                };
-                return Err(Error::Shape(format!(
-                    "{}: the image is {h}×{w} but {why} (resize it, or let the tool resize with \
-                     the resize policy)",
-                    path.display()
-                )));
-            }
-            SizePolicy::Resize => {
-                let batch = data.insert_axis(Axis(0));
-                data = resize(batch.view(), th, tw, ResizeFilter::Bicubic)?.index_axis_move(Axis(0), 0);
-                converted.push(format!("resized {h}x{w} -> {th}x{tw}"));
-            }
-        }
+        let batch = data.insert_axis(Axis(0));
+        data = resize(batch.view(), th, tw, ResizeFilter::Bicubic)?.index_axis_move(Axis(0), 0);
+        converted.push(format!("resized {h}x{w} -> {th}x{tw}"));
     }
     Ok(LoadedImage { data, converted })
 }
@@ -284,31 +261,9 @@ pub fn format_time(t: TimeSpec) -> String {
     }
 }
 
-/// If `name` is a temporary file of [`crate::image_io::save_image`] (`.NAME.PID.tmp.EXT`),
-/// the name of the file it was to become.
-pub(crate) fn temp_target(name: &str) -> Option<String> {
-    let inner = name.strip_prefix('.')?;
-    let tmp = inner.rfind(".tmp.")?;
-    let before = &inner[..tmp];
-    let dot = before.rfind('.')?;
-    let pid = &before[dot + 1..];
-    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(before[..dot].to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temp_names() {
-        assert_eq!(temp_target(".a.png.123.tmp.png").as_deref(), Some("a.png"));
-        assert_eq!(temp_target(".a.b.jpg.9.tmp.jpg").as_deref(), Some("a.b.jpg"));
-        assert_eq!(temp_target("a.png"), None);
-        assert_eq!(temp_target(".a.png.x1.tmp.png"), None);
-    }
 
     #[test]
     fn times() {

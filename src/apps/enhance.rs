@@ -7,6 +7,13 @@
 //!   (SDEdit's repeated edits).
 //! - `k` **candidates** per input: independent chains, for choosing among.
 //!
+//! On disk, [`EnhanceJob`] enhances the images named on a command line into a folder:
+//! `OUT/<name>_up.png` (plain interpolation) and `OUT/<name>_c<J>_p<P>.png` for candidate `J`
+//! after pass `P` (from 1), with the order of every job here: inputs (outputs kept out of
+//! them) → planned names (collisions refused) → checks (headers, target sizes against
+//! [`ImageLimits`], existing outputs, links) → results written, a batch of candidates at a
+//! time through all passes (memory holds a batch, whatever `k` and the number of passes).
+//!
 //! The noise of candidate `j` of input `i` at pass `p` comes from its own stream
 //! `derive_key(keys[i], [j, p])` (see [`crate::apps::keys`]) of `seed`, so every result depends only
 //! on `(seed, key, j, p)`, never on batch size, order or the other inputs.
@@ -31,12 +38,17 @@
 //! # Ok::<(), boomerang::Error>(())
 //! ```
 
+use std::path::PathBuf;
+
 use ndarray::{s, Array4, ArrayView3, ArrayView4, Axis};
 
-use crate::apps::keys::derive_key;
+use crate::apps::dataset::{format_time, load_for_model_with, stack, ModelInput, SizePolicy};
+use crate::apps::keys::{derive_key, path_key};
+use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_PASSES, MAX_SCALE};
+use crate::apps::paths::{collect_inputs, OutputPlan, OutputState, OutputTree, RelPath};
 use crate::core::local::LocalSampler;
 use crate::core::noise::NoiseStreams;
-use crate::image_io::{resize, ResizeFilter};
+use crate::image_io::{encode_image, read_header, resize, ImageLimits, ResizeFilter};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -107,7 +119,8 @@ pub fn upsample(low: ArrayView4<'_, f32>, size: (usize, usize), filter: ResizeFi
 }
 
 /// The size to enhance to: the model's fixed size if it has one (and `scale`, when given,
-/// must agree with it), else `scale ×` the input size rounded to whole pixels.
+/// must agree with it), else `scale ×` the input size rounded to whole pixels. A scale must
+/// be finite, positive and at most [`MAX_SCALE`].
 pub fn target_size(
     model_size: Option<(usize, usize)>,
     input: (usize, usize),
@@ -116,6 +129,12 @@ pub fn target_size(
     if let Some(s) = scale {
         if !(s.is_finite() && s > 0.0) {
             return Err(Error::param("scale", format!("must be positive, got {s}")));
+        }
+        if s > MAX_SCALE {
+            return Err(Error::param(
+                "scale",
+                format!("at most {MAX_SCALE} is accepted, got {s} (enhance in several runs for more)"),
+            ));
         }
     }
     match (model_size, scale) {
@@ -141,7 +160,7 @@ pub fn target_size(
 fn scaled(input: (usize, usize), s: f64) -> Result<(usize, usize)> {
     let h = (input.0 as f64 * s).round();
     let w = (input.1 as f64 * s).round();
-    if h < 1.0 || w < 1.0 || h > 1e6 || w > 1e6 {
+    if h < 1.0 || w < 1.0 || h > u32::MAX as f64 || w > u32::MAX as f64 {
         return Err(Error::param("scale", format!("{s} gives a {h}×{w} image")));
     }
     Ok((h as usize, w as usize))
@@ -227,4 +246,194 @@ pub fn enhance_with_progress<S: LocalSampler + ?Sized>(
         passes,
         candidates: k,
     })
+}
+
+/// A size rounded to the nearest multiple of `m` on each side (at least `m`).
+pub fn round_to_multiple(size: (usize, usize), m: usize) -> (usize, usize) {
+    let m = m.max(1);
+    let r = |v: usize| (((v + m / 2) / m).max(1)) * m;
+    (r(size.0), r(size.1))
+}
+
+/// A folder enhancement job; see the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnhanceJob {
+    /// Low-resolution images or folders of them (searched recursively).
+    pub inputs: Vec<PathBuf>,
+    /// The output folder (created if missing; never inside an input folder).
+    pub output: PathBuf,
+    /// Boomerang's `t` for every pass.
+    pub t: TimeSpec,
+    /// Passes, `1..=`[`MAX_PASSES`]: 1 is vanilla, more is cascaded.
+    pub passes: usize,
+    /// Candidates per input, `1..=`[`MAX_COPIES`].
+    pub candidates: usize,
+    /// Upsampling interpolation.
+    pub filter: ResizeFilter,
+    /// Scale factor; models with a fixed size use theirs (see [`target_size`]).
+    pub scale: Option<f64>,
+    /// Global seed.
+    pub seed: u64,
+    /// Images per model batch, `1..=`[`crate::apps::limits::MAX_BATCH_SIZE`] (results do not
+    /// depend on it).
+    pub batch_size: usize,
+    /// Replace existing outputs (default: refuse to start when any exists).
+    pub overwrite: bool,
+    /// The largest images read and made.
+    pub limits: ImageLimits,
+}
+
+/// What an enhancement run did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EnhanceReport {
+    /// Input images.
+    pub images: usize,
+    /// Files written (interpolated images and candidates).
+    pub written: usize,
+}
+
+/// `dir/name.ext` -> `dir/name_up.png`.
+pub fn upsampled_name(rel: &RelPath) -> Result<RelPath> {
+    rel.with_stem_suffix("_up.png")
+}
+
+/// `dir/name.ext` -> `dir/name_c<j>_p<pass>.png` (`pass` from 1).
+pub fn candidate_name(rel: &RelPath, j: usize, pass: usize) -> Result<RelPath> {
+    rel.with_stem_suffix(&format!("_c{j}_p{pass}.png"))
+}
+
+impl EnhanceJob {
+    /// One pass, one candidate, bicubic, no scale, seed 0, batches of 8, no overwriting, the
+    /// default [`ImageLimits`].
+    pub fn new(inputs: Vec<PathBuf>, output: impl Into<PathBuf>, t: TimeSpec) -> Self {
+        Self {
+            inputs,
+            output: output.into(),
+            t,
+            passes: 1,
+            candidates: 1,
+            filter: ResizeFilter::Bicubic,
+            scale: None,
+            seed: 0,
+            batch_size: 8,
+            overwrite: false,
+            limits: ImageLimits::default(),
+        }
+    }
+
+    /// Check the settings that need no model (counts, bounds, the scale); [`Self::run`]
+    /// checks them too.
+    pub fn validate(&self) -> Result<()> {
+        check_count("passes", self.passes, 1, MAX_PASSES)?;
+        check_count("candidates", self.candidates, 1, MAX_COPIES)?;
+        check_batch_size(self.batch_size)?;
+        if self.scale.is_some() {
+            target_size(None, (1, 1), self.scale).map(|_| ())?;
+        }
+        Ok(())
+    }
+
+    /// Run it; `progress(done, total)` counts candidate passes. Every check is made before
+    /// anything is written.
+    pub fn run<S: LocalSampler + ?Sized>(
+        &self,
+        runner: &S,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<EnhanceReport> {
+        self.validate()?;
+        runner.start_time(self.t)?;
+        let inputs = collect_inputs(&self.inputs, &self.output)?;
+        let spec = runner.input();
+        // Inputs are low-resolution: any size is taken, then upsampled to the model's.
+        let model = ModelInput {
+            size: None,
+            multiple: 1,
+            ..spec
+        };
+        let mut plan = OutputPlan::new();
+        let mut sizes = Vec::with_capacity(inputs.len());
+        for i in &inputs {
+            plan.add(upsampled_name(&i.rel)?, i.path.display())?;
+            for j in 0..self.candidates {
+                for p in 1..=self.passes {
+                    plan.add(candidate_name(&i.rel, j, p)?, i.path.display())?;
+                }
+            }
+            let header = read_header(&i.path)?;
+            let (h, w) = (header.height as usize, header.width as usize);
+            self.limits
+                .check(&format!("image {}", i.path.display()), w as u64, h as u64)?;
+            let size = round_to_multiple(target_size(spec.size, (h, w), self.scale)?, spec.multiple);
+            self.limits.check(
+                &format!("the enhanced image of {}", i.path.display()),
+                size.1 as u64,
+                size.0 as u64,
+            )?;
+            sizes.push(size);
+        }
+        let tree = OutputTree::new(&self.output);
+        let mut existing = Vec::new();
+        for name in plan.outputs() {
+            if tree.state(name)? == OutputState::File {
+                existing.push(name);
+            }
+        }
+        if !self.overwrite {
+            if let Some(first) = existing.first() {
+                return Err(Error::InvalidInput(format!(
+                    "{} output file(s) exist already in {} (first: {first}); nothing was written. Pass \
+                     --overwrite to replace them or choose another output folder",
+                    existing.len(),
+                    self.output.display()
+                )));
+            }
+        }
+        tree.create_root()?;
+
+        let k = self.candidates;
+        let total = inputs.len() * k * self.passes;
+        let mut done = 0;
+        let mut report = EnhanceReport {
+            images: inputs.len(),
+            ..EnhanceReport::default()
+        };
+        for (i, &size) in inputs.iter().zip(&sizes) {
+            let img = load_for_model_with(&i.path, &model, SizePolicy::Skip, &self.limits)?;
+            let x = stack(&[img.data.view()])?;
+            let up = upsample(x.view(), size, self.filter)?;
+            let key = path_key(&i.rel);
+            let encode = |a: ArrayView3<'_, f32>| encode_image(a, spec.range, image::ImageFormat::Png);
+            tree.write(&upsampled_name(&i.rel)?, &encode(up.index_axis(Axis(0), 0))?)?;
+            report.written += 1;
+            let (_, c, h, w) = up.dim();
+            // A batch of candidates at a time, through every pass.
+            let mut j0 = 0;
+            while j0 < k {
+                let j1 = (j0 + self.batch_size).min(k);
+                let mut current = Array4::<f32>::zeros((j1 - j0, c, h, w));
+                for mut item in current.axis_iter_mut(Axis(0)) {
+                    item.assign(&up.index_axis(Axis(0), 0));
+                }
+                for p in 0..self.passes {
+                    let keys: Vec<u64> = (j0..j1).map(|j| derive_key(key, &[j as u64, p as u64])).collect();
+                    let mut noise = NoiseStreams::keyed(self.seed, &keys);
+                    current = runner.sample(current.view(), self.t, &mut noise)?;
+                    for (n, j) in (j0..j1).enumerate() {
+                        let bytes = encode(current.index_axis(Axis(0), n))?;
+                        tree.write(&candidate_name(&i.rel, j, p + 1)?, &bytes)?;
+                        report.written += 1;
+                    }
+                    done += j1 - j0;
+                    progress(done, total);
+                }
+                j0 = j1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// A one-line description of the `t` setting (for logs).
+    pub fn describe_t(&self) -> String {
+        format_time(self.t)
+    }
 }

@@ -9,14 +9,20 @@
 //!
 //! ```
 //! use boomerang::apps::keys::{derive_key, path_key};
-//! // '/' and '\' separators give the same key, so Windows and Unix runs agree.
-//! assert_eq!(path_key("cats/001.png"), path_key("cats\\001.png"));
+//! // Keys come from the path's components, so `.` and doubled separators do not matter, and
+//! // Windows (`cats\001.png`, two components there) and Unix runs agree.
+//! assert_eq!(path_key("cats/001.png"), path_key("./cats//001.png"));
+//! // On Unix a backslash is part of a file name: another file, another key.
+//! # #[cfg(unix)]
+//! assert_ne!(path_key("cats/001.png"), path_key("cats\\001.png"));
 //! // A candidate of a pass of an input: one stream each.
 //! let k = derive_key(path_key("cats/001.png"), &[2, 0]);
 //! assert_ne!(k, derive_key(path_key("cats/001.png"), &[0, 2]));
 //! ```
 
 use std::path::{Component, Path};
+
+use crate::apps::paths::{escape_bytes, os_bytes};
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -40,31 +46,36 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     splitmix64(h)
 }
 
-/// The canonical form of a relative path used for keys and manifests: its normal
-/// components joined by `/` (`\` counts as a separator too; `.` components are dropped;
-/// non-UTF-8 bytes are replaced by U+FFFD).
-pub fn canonical_relative(path: impl AsRef<Path>) -> String {
-    let mut parts: Vec<String> = Vec::new();
+/// The bytes a path's key is made of: its components as the platform splits them
+/// ([`Path::components`]), each as its exact bytes (non-UTF-8 names included), joined by `/`;
+/// `.` components and a root are dropped, `..` is kept as `..`. For a
+/// [`RelPath`](crate::apps::paths::RelPath) this is its `joined()`. Nothing re-splits the text: on Unix `a\b.png` is one name.
+pub fn key_bytes(path: impl AsRef<Path>) -> Vec<u8> {
+    let mut out = Vec::new();
     for c in path.as_ref().components() {
-        match c {
-            Component::Normal(s) => {
-                for piece in s.to_string_lossy().split('\\') {
-                    if !piece.is_empty() && piece != "." {
-                        parts.push(piece.to_string());
-                    }
-                }
-            }
-            Component::ParentDir => parts.push("..".into()),
-            _ => {}
+        let part: std::borrow::Cow<'_, [u8]> = match c {
+            Component::Normal(s) => os_bytes(s),
+            Component::ParentDir => std::borrow::Cow::Borrowed(b".."),
+            _ => continue,
+        };
+        if !out.is_empty() {
+            out.push(b'/');
         }
+        out.extend_from_slice(&part);
     }
-    parts.join("/")
+    out
 }
 
-/// The key of a file from its path relative to the dataset root
-/// ([`canonical_relative`] form, then [`hash_bytes`]).
+/// [`key_bytes`] as text, for display (bytes that are not UTF-8 appear as `\xNN`): the
+/// components of a relative path joined by `/`.
+pub fn canonical_relative(path: impl AsRef<Path>) -> String {
+    escape_bytes(&key_bytes(path))
+}
+
+/// The key of a file from its path relative to the dataset root ([`hash_bytes`] of
+/// [`key_bytes`]). For UTF-8 names this is the hash of the `a/b/c.png` text.
 pub fn path_key(relative: impl AsRef<Path>) -> u64 {
-    hash_bytes(canonical_relative(relative).as_bytes())
+    hash_bytes(&key_bytes(relative))
 }
 
 /// A key for a sub-item of `key` (a candidate, a pass, a copy): each part is folded in with
@@ -95,8 +106,12 @@ mod tests {
 
     #[test]
     fn canonical_paths() {
-        assert_eq!(canonical_relative("a/./b\\c.png"), "a/b/c.png");
+        assert_eq!(canonical_relative("a/./b/c.png"), "a/b/c.png");
         assert_eq!(canonical_relative("./x.png"), "x.png");
+        let rel = crate::apps::paths::RelPath::new("a/b/c.png").unwrap();
+        assert_eq!(key_bytes(&rel), rel.joined());
+        #[cfg(unix)]
+        assert_eq!(canonical_relative("a/b\\c.png"), "a/b\\c.png");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Applications on one [`LocalSampler`](crate::core::local::LocalSampler): perceptual
-//! resolution enhancement ([`enhance`]), data augmentation ([`augment`]), dataset
-//! anonymization ([`anonymize`]), with dataset listing ([`dataset`], [`keys`]) and
+//! Applications on one [`LocalSampler`](crate::core::local::LocalSampler): local samples of
+//! images ([`sample`]), perceptual resolution enhancement ([`enhance`]), data augmentation
+//! ([`augment`]), dataset anonymization ([`anonymize`]), with dataset listing ([`dataset`],
+//! [`keys`]), safe paths and output trees ([`paths`]), size bounds ([`limits`]) and
 //! [`metrics`]. None of them knows which model family it drives.
 
 pub mod anonymize;
@@ -8,4 +9,7 @@ pub mod augment;
 pub mod dataset;
 pub mod enhance;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
+pub mod paths;
+pub mod sample;

@@ -18,6 +18,7 @@ mod cli_commands;
 mod determinism;
 mod fastdpm_schedules;
 mod guidance;
+mod hostile_paths;
 mod image_io;
 mod predictor_corrector;
 mod schedule_props;

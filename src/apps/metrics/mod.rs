@@ -128,7 +128,7 @@ impl SsimConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.window == 0 || self.window % 2 == 0 {
+        if self.window == 0 || self.window.is_multiple_of(2) {
             return Err(Error::param(
                 "window",
                 format!("must be odd and positive, got {}", self.window),

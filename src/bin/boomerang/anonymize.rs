@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use boomerang::apps::anonymize::{AnonymizeJob, OutputFormat, Shard};
-use boomerang::apps::dataset::SizePolicy;
+use boomerang::apps::limits::check_batch_size;
 use boomerang::TimeSpec;
 use clap::{Args, ValueEnum};
 
 use crate::error::CliError;
+use crate::inputs::{image_limits, size_policy};
 use crate::model::{load_runner, ModelArgs};
 use crate::{parse_t_arg, progress};
 
@@ -33,7 +34,8 @@ pub struct AnonymizeArgs {
     /// This run's part of the dataset, INDEX/COUNT (default: from the environment, else all).
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
-    /// Recompute outputs that exist (default: skip them, i.e. resume).
+    /// Recompute and replace outputs that exist, whatever made them (default: resume, keeping
+    /// only what a run with the same settings recorded).
     #[arg(long)]
     overwrite: bool,
     /// Output format.
@@ -51,6 +53,8 @@ pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
         Some(s) => Shard::parse(s)?,
         None => Shard::from_env()?.unwrap_or_default(),
     };
+    let limits = image_limits()?;
+    check_batch_size(a.model.batch_size)?;
     let loaded = load_runner(&a.model)?;
     let runner = loaded.runner;
     let mut job = AnonymizeJob::new(&a.input, &a.output, a.t);
@@ -62,23 +66,26 @@ pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
         FormatArg::Same => OutputFormat::Same,
         FormatArg::Png => OutputFormat::Png,
     };
-    job.size_policy = if a.resize { SizePolicy::Resize } else { SizePolicy::Skip };
+    job.size_policy = size_policy(a.resize);
+    job.limits = limits;
     job.model_name = loaded.name;
     for (k, v) in loaded.settings {
         job.extra.insert(k.to_string(), v);
     }
     let bar = progress::images_bar(0, "anonymizing", quiet);
     let mut first = true;
-    let report = job.run(&runner, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        if first {
-            // Images found done by a resumed run do not count towards the rate.
-            bar.reset_elapsed();
-            bar.reset_eta();
-            first = false;
-        }
-    })?;
+    let report = job
+        .run(&runner, &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            if first {
+                // Images found done by a resumed run do not count towards the rate.
+                bar.reset_elapsed();
+                bar.reset_eta();
+                first = false;
+            }
+        })
+        .map_err(CliError::from_job(&a.output))?;
     bar.finish_and_clear();
     for (input, reason) in &report.failures {
         esay!("warning: skipped {input}: {reason}");

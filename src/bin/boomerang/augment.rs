@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use boomerang::apps::augment::{AugmentJob, Existing, TimeChoice};
-use boomerang::apps::dataset::SizePolicy;
 use boomerang::TimeSpec;
 use clap::Args;
 
 use crate::error::CliError;
+use crate::inputs::{image_limits, size_policy};
 use crate::model::{load_runner, ModelArgs};
 use crate::{parse_t_arg, progress};
 
@@ -25,13 +25,14 @@ pub struct AugmentArgs {
     /// Draw each copy's t uniformly from LOW:HIGH (fractions), seeded.
     #[arg(long, value_name = "LOW:HIGH")]
     t_range: Option<String>,
-    /// Copies per image.
+    /// Copies per image (at most 10000).
     #[arg(short = 'k', long, default_value_t = 1)]
     copies: usize,
     /// Copy the original images into the output too.
     #[arg(long)]
     copy_originals: bool,
-    /// Keep existing outputs and make only the missing ones.
+    /// Keep existing outputs and make only the missing ones (only outputs recorded as made
+    /// with the same settings are kept; any other existing output is refused).
     #[arg(long, conflicts_with = "overwrite")]
     skip_existing: bool,
     /// Replace existing outputs.
@@ -67,7 +68,6 @@ pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
         (None, Some(r)) => parse_range(r)?,
         _ => return Err(CliError::usage("give either --t or --t-range")),
     };
-    let runner = load_runner(&a.model)?.runner;
     let mut job = AugmentJob::new(&a.input, &a.output, t);
     job.copies = a.copies;
     job.seed = a.model.seed;
@@ -80,12 +80,23 @@ pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
     } else {
         Existing::Error
     };
-    job.size_policy = if a.resize { SizePolicy::Resize } else { SizePolicy::Skip };
+    job.size_policy = size_policy(a.resize);
+    job.limits = image_limits()?;
+    // Refuse bad settings before a model is loaded.
+    job.validate()?;
+    let loaded = load_runner(&a.model)?;
+    let runner = loaded.runner;
+    job.model_name = loaded.name;
+    for (k, v) in loaded.settings {
+        job.extra.insert(k.to_string(), v);
+    }
     let bar = progress::images_bar(0, "augmenting", quiet);
-    let report = job.run(&runner, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let report = job
+        .run(&runner, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .map_err(CliError::from_job(&a.output))?;
     bar.finish_and_clear();
     for (input, reason) in &report.failures {
         esay!("warning: skipped {input}: {reason}");

@@ -1,18 +1,15 @@
-//! `boomerang enhance`: perceptual resolution enhancement, vanilla or cascaded.
+//! `boomerang enhance`: perceptual resolution enhancement, vanilla or cascaded
+//! ([`boomerang::apps::enhance::EnhanceJob`]).
 
 use std::path::PathBuf;
 
-use boomerang::apps::dataset::{format_time, load_for_model, stack, ModelInput, SizePolicy};
-use boomerang::apps::enhance::{enhance_with_progress, target_size, EnhanceOptions};
-use boomerang::apps::keys::path_key;
-use boomerang::core::local::LocalSampler;
-use boomerang::image_io::{save_image, ResizeFilter};
+use boomerang::apps::enhance::EnhanceJob;
+use boomerang::image_io::ResizeFilter;
 use boomerang::TimeSpec;
 use clap::{Args, ValueEnum};
-use ndarray::Axis;
 
 use crate::error::CliError;
-use crate::inputs::{check_inputs_not_in_output, collect_inputs, prepare_outputs, stem_of};
+use crate::inputs::image_limits;
 use crate::model::{load_runner, ModelArgs};
 use crate::{parse_t_arg, progress};
 
@@ -38,22 +35,22 @@ pub struct EnhanceArgs {
     /// Low-resolution images or folders of them.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Output folder.
+    /// Output folder (never inside an input folder).
     #[arg(short, long)]
     output: PathBuf,
     /// t of each pass: a fraction (0.2) or a step (200).
     #[arg(long = "t", value_parser = parse_t_arg, value_name = "T")]
     t: TimeSpec,
-    /// Passes (1: vanilla; more: cascaded, each from the previous result).
+    /// Passes (1: vanilla; more: cascaded, each from the previous result; at most 1000).
     #[arg(long, default_value_t = 1)]
     passes: usize,
-    /// Candidates per input.
+    /// Candidates per input (at most 10000).
     #[arg(short = 'k', long, default_value_t = 1)]
     candidates: usize,
     /// Upsampling interpolation.
     #[arg(long, value_enum, default_value_t = FilterArg::Bicubic)]
     filter: FilterArg,
-    /// Scale factor (any positive number); models with a fixed size use theirs.
+    /// Scale factor (any positive number up to 64); models with a fixed size use theirs.
     #[arg(long)]
     scale: Option<f64>,
     /// Replace existing output files.
@@ -64,83 +61,35 @@ pub struct EnhanceArgs {
 }
 
 pub fn enhance(a: EnhanceArgs, quiet: bool) -> Result<(), CliError> {
-    if a.candidates == 0 || a.passes == 0 {
-        return Err(CliError::usage("-k/--candidates and --passes must be at least 1"));
-    }
-    let inputs = collect_inputs(&a.inputs)?;
-    check_inputs_not_in_output(&inputs, &a.output)?;
+    let mut job = EnhanceJob::new(a.inputs.clone(), &a.output, a.t);
+    job.passes = a.passes;
+    job.candidates = a.candidates;
+    job.filter = a.filter.into();
+    job.scale = a.scale;
+    job.seed = a.model.seed;
+    job.batch_size = a.model.batch_size;
+    job.overwrite = a.overwrite;
+    job.limits = image_limits()?;
+    // Refuse bad settings before a model is loaded.
+    job.validate()?;
     let runner = load_runner(&a.model)?.runner;
-    runner.start_time(a.t)?;
-    let spec = runner.input();
-    // Inputs are low-resolution: any size is taken, then upsampled to the model's.
-    let model = ModelInput {
-        size: None,
-        multiple: 1,
-        ..spec
-    };
-    let mut names = Vec::new();
-    for i in &inputs {
-        let stem = stem_of(&i.rel);
-        names.push(format!("{stem}_up.png"));
-        for j in 0..a.candidates {
-            for p in 1..=a.passes {
-                names.push(format!("{stem}_c{j}_p{p}.png"));
-            }
-        }
-    }
-    prepare_outputs(&a.output, &names, a.overwrite)?;
-    let opts = EnhanceOptions {
-        t: a.t,
-        passes: a.passes,
-        candidates: a.candidates,
-        filter: a.filter.into(),
-        seed: a.model.seed,
-        batch_size: a.model.batch_size,
-    };
-    let total = inputs.len() * a.candidates * a.passes;
-    let bar = progress::images_bar(total, "enhancing", quiet);
-    let mut done_before = 0;
-    for i in &inputs {
-        let img = load_for_model(&i.path, &model, SizePolicy::Skip)?;
-        let (_, h, w) = img.data.dim();
-        let size = round_to_multiple(target_size(spec.size, (h, w), a.scale)?, spec.multiple);
-        let x = stack(&[img.data.view()])?;
-        let key = path_key(&i.rel);
-        let out = enhance_with_progress(&runner, x.view(), &[key], size, &opts, &mut |d, _| {
-            bar.set_position((done_before + d) as u64)
-        })?;
-        done_before += a.candidates * a.passes;
-        let stem = stem_of(&i.rel);
-        save_image(
-            a.output.join(format!("{stem}_up.png")),
-            out.upsampled.index_axis(Axis(0), 0),
-            spec.range,
-        )?;
-        for p in 0..a.passes {
-            for j in 0..a.candidates {
-                if let Some(c) = out.candidate(p, 0, j) {
-                    save_image(a.output.join(format!("{stem}_c{j}_p{}.png", p + 1)), c, spec.range)?;
-                }
-            }
-        }
-    }
+    let bar = progress::images_bar(0, "enhancing", quiet);
+    let report = job
+        .run(&runner, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .map_err(CliError::from_job(&a.output))?;
     bar.finish_and_clear();
     if !quiet {
         say!(
             "enhanced {} image(s): {} candidate(s), {} pass(es) at t = {}, written to {}",
-            inputs.len(),
+            report.images,
             a.candidates,
             a.passes,
-            format_time(a.t),
+            job.describe_t(),
             a.output.display()
         );
     }
     Ok(())
-}
-
-/// A size rounded to the nearest multiple of `m` on each side (at least `m`).
-fn round_to_multiple(size: (usize, usize), m: usize) -> (usize, usize) {
-    let m = m.max(1);
-    let r = |v: usize| (((v + m / 2) / m).max(1)) * m;
-    (r(size.0), r(size.1))
 }

@@ -1,4 +1,8 @@
-//! The CLI's error type and its exit statuses.
+//! The CLI's error type and its exit statuses: 2 for bad arguments or input (including a
+//! refusal to touch existing files), 1 for a run that failed (writing an output failed: a
+//! read-only or full disk, a file where an output folder goes; the model failed).
+
+use std::path::Path;
 
 /// An error of the command line tool, with its exit status.
 #[derive(Debug)]
@@ -20,6 +24,26 @@ impl CliError {
     /// An unsupported request.
     pub fn unsupported(msg: impl Into<String>) -> Self {
         CliError::Unsupported(msg.into())
+    }
+
+    /// The classification of an error of a job that writes into `output`: a failure to read,
+    /// write or encode a file inside the output folder is a failed run (exit 1), whatever the
+    /// operating system's reason; every other error is classified as [`From`] does (bad
+    /// input: 2).
+    pub fn from_job(output: &Path) -> impl Fn(boomerang::Error) -> CliError + '_ {
+        move |e| {
+            let in_output = match &e {
+                boomerang::Error::Io { path, .. } | boomerang::Error::Image { path, .. } => {
+                    !path.as_os_str().is_empty() && path.starts_with(output)
+                }
+                _ => false,
+            };
+            if in_output {
+                CliError::Run(e)
+            } else {
+                CliError::from(e)
+            }
+        }
     }
 }
 

@@ -135,6 +135,8 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<(), CliError> {
             PrecisionArg::Mixed => Precision::Mixed,
         },
     };
+    // Every numeric option, before any data is read or network built.
+    settings.validate()?;
     let device = parse_device(&args.device)?;
     let data = match &args.data {
         Some(folder) => TrainData::from_folder(folder, args.size)?,
@@ -154,14 +156,18 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<(), CliError> {
     };
 
     let bar = crate::progress::steps_bar(args.steps, trainer.step_count(), quiet);
-    trainer.train(&data, &work, |step, loss| {
-        bar.set_position(step);
-        if step % 10 == 0 {
-            bar.set_message(format!("loss {loss:.4}"));
-        }
-    })?;
+    // Failing to write checkpoints or the model is a failed run (exit 1).
+    let failed = CliError::from_job(&args.output);
+    trainer
+        .train(&data, &work, |step, loss| {
+            bar.set_position(step);
+            if step % 10 == 0 {
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        })
+        .map_err(&failed)?;
     bar.finish_and_clear();
-    trainer.export(&args.output)?;
+    trainer.export(&args.output).map_err(&failed)?;
     if !quiet {
         esay!(
             "wrote the model (EMA weights) to {}; loss curve and checkpoint in {}\n\
