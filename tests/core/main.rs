@@ -16,6 +16,7 @@ mod cli_anonymize;
 mod cli_commands;
 mod determinism;
 mod fastdpm_schedules;
+mod hostile_checkpoints;
 mod image_io;
 mod predictor_corrector;
 mod schedule_props;
