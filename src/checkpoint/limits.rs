@@ -30,17 +30,28 @@ pub(crate) struct Meter {
     what: &'static str,
     /// What it is charged against, for messages: "a pickle of 123 bytes".
     basis: String,
+    /// What exceeding it usually means, for messages.
+    cause: &'static str,
     limit: u64,
     left: u64,
 }
 
 impl Meter {
-    /// A meter of `base + per_byte × len` units, where `len` is the size of what is read.
-    pub(crate) fn linear(what: &'static str, base: u64, per_byte: u64, len: usize, basis: &str) -> Meter {
+    /// A meter of `base + per_byte × len` units, where `len` is the size of what is read
+    /// (`basis`: "a pickle", "a file"); `cause` says what exceeding it usually means.
+    pub(crate) fn linear(
+        what: &'static str,
+        base: u64,
+        per_byte: u64,
+        len: usize,
+        basis: &str,
+        cause: &'static str,
+    ) -> Meter {
         let limit = base.saturating_add((len as u64).saturating_mul(per_byte));
         Meter {
             what,
             basis: format!("{basis} of {len} bytes"),
+            cause,
             limit,
             left: limit,
         }
@@ -56,10 +67,9 @@ impl Meter {
             None => {
                 self.left = 0;
                 Err(format!(
-                    "the checkpoint exceeds the reader's limit of {} {} for {} (objects shared \
-                     and repeated many times, copies of large containers, or tensors larger \
-                     than their storage); refusing it as corrupt or hostile",
-                    self.limit, self.what, self.basis
+                    "the checkpoint exceeds the reader's limit of {} {} for {} ({}); refusing it \
+                     as corrupt or hostile",
+                    self.limit, self.what, self.basis, self.cause
                 ))
             }
         }
@@ -86,8 +96,22 @@ impl Budget {
     pub(crate) fn for_file(file_len: u64) -> Budget {
         let len = usize::try_from(file_len).unwrap_or(usize::MAX);
         Budget {
-            bytes: Meter::linear("bytes of tensor data", 64 << 20, 4, len, "a file"),
-            reads: Meter::linear("bytes of storage read", 64 << 20, 4, len, "a file"),
+            bytes: Meter::linear(
+                "bytes of tensor data",
+                64 << 20,
+                4,
+                len,
+                "a file",
+                "tensors that expand their storage far beyond its size",
+            ),
+            reads: Meter::linear(
+                "bytes of storage read",
+                64 << 20,
+                4,
+                len,
+                "a file",
+                "large storages re-read for many tensors",
+            ),
         }
     }
 
@@ -126,10 +150,13 @@ mod tests {
 
     #[test]
     fn meters_name_their_limit() {
-        let mut m = Meter::linear("objects", 10, 2, 5, "a pickle");
+        let mut m = Meter::linear("objects", 10, 2, 5, "a pickle", "a test");
         assert!(m.charge(20).is_ok());
         let e = m.charge(1).unwrap_err();
-        assert!(e.contains("limit of 20 objects for a pickle of 5 bytes"), "{e}");
+        assert!(
+            e.contains("limit of 20 objects for a pickle of 5 bytes (a test)"),
+            "{e}"
+        );
         assert!(m.charge(1).is_err());
         assert!(alloc_bytes(usize::MAX).is_err());
         assert_eq!(alloc_bytes(3).unwrap(), vec![0, 0, 0]);

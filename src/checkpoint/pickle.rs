@@ -300,8 +300,22 @@ impl<'a> Vm<'a> {
             pos: 0,
             partial,
             starved: false,
-            copies: Meter::linear("copied or indexed elements", 1 << 20, 2, data.len(), "a pickle"),
-            work: Meter::linear("hashed bytes and scanned entries", 1 << 26, 64, data.len(), "a pickle"),
+            copies: Meter::linear(
+                "copied or indexed elements",
+                1 << 20,
+                2,
+                data.len(),
+                "a pickle",
+                "large containers copied over and over by set, OrderedDict, torch.device or tensor shapes",
+            ),
+            work: Meter::linear(
+                "hashed bytes and scanned entries",
+                1 << 26,
+                64,
+                data.len(),
+                "a pickle",
+                "long strings used as dict keys over and over",
+            ),
             tuple_keys: TupleKeys::default(),
             stack: Vec::new(),
             marks: Vec::new(),
@@ -1220,8 +1234,22 @@ impl<'a> Vm<'a> {
     pub(crate) fn to_value(&self, root: &Obj, tensors: &mut Vec<Rc<TensorRef>>) -> R<Value> {
         let len = self.pos.max(1);
         let mut conv = Convert {
-            nodes: Meter::linear("objects", 1 << 20, 4, len, "a pickle"),
-            bytes: Meter::linear("bytes of strings and shapes", 64 << 20, 4, len, "a pickle"),
+            nodes: Meter::linear(
+                "objects",
+                1 << 20,
+                4,
+                len,
+                "a pickle",
+                "objects shared through the memo and repeated many times",
+            ),
+            bytes: Meter::linear(
+                "bytes of strings and shapes",
+                64 << 20,
+                4,
+                len,
+                "a pickle",
+                "long strings shared through the memo and repeated many times",
+            ),
             tensors,
         };
         conv.convert(root, 0)
