@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::format::Format;
+use super::limits::{Meter, R};
 use super::parsed::{Mode, Parsed};
 use super::reader;
 use super::select::{self, Select};
@@ -97,7 +98,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inventory> {
     let path = path.as_ref();
     let src = Source::open(path)?;
     let parsed = reader::parse(src, Mode::Inspect).map_err(|m| checkpoint_error(path, m))?;
-    Ok(Inventory::new(path, parsed))
+    Inventory::new(path, parsed).map_err(|m| checkpoint_error(path, m))
 }
 
 impl Inventory {
@@ -105,17 +106,18 @@ impl Inventory {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Inventory> {
         let path = Path::new(MEMORY);
         let parsed = reader::parse(Source::from_bytes(bytes), Mode::Inspect).map_err(|m| checkpoint_error(path, m))?;
-        Ok(Inventory::new(path, parsed))
+        Inventory::new(path, parsed).map_err(|m| checkpoint_error(path, m))
     }
 
-    fn new(path: &Path, parsed: Parsed) -> Inventory {
-        let entries = leaves(&parsed.skeleton);
-        Inventory {
+    fn new(path: &Path, parsed: Parsed) -> R<Inventory> {
+        let len = usize::try_from(parsed.file_len()).unwrap_or(usize::MAX);
+        let entries = leaves(&parsed.skeleton, len)?;
+        Ok(Inventory {
             path: path.to_path_buf(),
             format: parsed.format,
             entries,
             skeleton: parsed.skeleton,
-        }
+        })
     }
 
     /// The file this was read from.
@@ -183,28 +185,41 @@ fn segment(k: &Value) -> String {
     }
 }
 
-fn join(prefix: &str, seg: &str) -> String {
+/// `prefix.seg` (or `seg` at the top), its length charged to `meter` before it is built.
+fn join(prefix: &str, seg: &str, meter: &mut Meter) -> R<String> {
     if prefix.is_empty() {
-        seg.to_string()
-    } else {
-        format!("{prefix}.{seg}")
+        meter.charge_usize(seg.len())?;
+        return Ok(seg.to_string());
     }
+    meter.charge_usize(prefix.len() + 1 + seg.len())?;
+    Ok(format!("{prefix}.{seg}"))
 }
 
-/// The leaves of `root`, depth-first in stored order; iterative.
-fn leaves(root: &Value) -> Vec<Entry> {
+/// The leaves of `root`, depth-first in stored order; iterative. Every leaf's key repeats
+/// its ancestors' keys, so the keys' total length is charged (before each is built) to a
+/// meter of 64 MiB plus four bytes per byte of the file (`file_len`): long keys repeated at
+/// every level cannot multiply.
+fn leaves(root: &Value, file_len: usize) -> R<Vec<Entry>> {
+    let mut meter = Meter::linear(
+        "bytes of key paths",
+        64 << 20,
+        4,
+        file_len,
+        "a file",
+        "long keys repeated at many levels above many entries",
+    );
     let mut out = Vec::new();
     let mut stack: Vec<(String, &Value)> = vec![(String::new(), root)];
     while let Some((key, v)) = stack.pop() {
         match v {
             Value::Dict(entries) if !entries.is_empty() => {
                 for (k, x) in entries.iter().rev() {
-                    stack.push((join(&key, &segment(k)), x));
+                    stack.push((join(&key, &segment(k), &mut meter)?, x));
                 }
             }
             Value::List(items) | Value::Tuple(items) if !items.is_empty() => {
                 for (i, x) in items.iter().enumerate().rev() {
-                    stack.push((join(&key, &i.to_string()), x));
+                    stack.push((join(&key, &i.to_string(), &mut meter)?, x));
                 }
             }
             Value::Tensor(t) => out.push(Entry {
@@ -220,7 +235,7 @@ fn leaves(root: &Value) -> Vec<Entry> {
             }),
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -245,7 +260,7 @@ mod tests {
             ),
             (Value::Str("step".into()), Value::Int(5)),
         ]);
-        let keys: Vec<String> = leaves(&root).into_iter().map(|e| e.key).collect();
+        let keys: Vec<String> = leaves(&root, 0).unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(
             keys,
             [
@@ -256,6 +271,13 @@ mod tests {
                 "step"
             ]
         );
-        assert_eq!(leaves(&Value::Int(3))[0].key, "");
+        assert_eq!(leaves(&Value::Int(3), 0).unwrap()[0].key, "");
+        // Long keys at every level above many leaves: refused, not multiplied.
+        let mut v = Value::List((0..1000).map(Value::Int).collect());
+        for _ in 0..90 {
+            v = Value::Dict(vec![(Value::Str("k".repeat(10_000)), v)]);
+        }
+        let e = leaves(&v, 1000).unwrap_err();
+        assert!(e.contains("bytes of key paths"), "{e}");
     }
 }

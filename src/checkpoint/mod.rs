@@ -41,7 +41,6 @@
 //! checkpoint::save_safetensors(&ema, "dlsm_cifar10_ema.safetensors")?;
 //! # Ok(()) }
 //! ```
-
 //!
 //! # Hostile files
 //!

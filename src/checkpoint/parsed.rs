@@ -136,6 +136,11 @@ impl Parsed {
         Parsed::new(Format::SafeTensors, source, Value::Dict(dict), tensors, storages, false)
     }
 
+    /// The file's length.
+    pub(crate) fn file_len(&self) -> u64 {
+        self.source.len()
+    }
+
     /// The addresses of the skeleton's tensor placeholders, mapped to their index in
     /// depth-first order (the order `tensors` was filled in).
     pub(crate) fn placeholder_index(&self) -> HashMap<usize, usize> {

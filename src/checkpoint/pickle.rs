@@ -456,7 +456,7 @@ impl<'a> Vm<'a> {
         let Obj::Dict(d) = dict else {
             return Err(self.bad(format!("SETITEM on a {}", dict.type_name())));
         };
-        if kv.len() % 2 != 0 {
+        if !kv.len().is_multiple_of(2) {
             return Err(self.bad("SETITEMS with an odd number of items"));
         }
         let mut it = kv.into_iter();
@@ -1594,7 +1594,7 @@ mod tests {
     fn deep_nesting_and_cycles_error_without_overflow() {
         // 100 000 nested one-element tuples: must not overflow the stack on drop or convert.
         let mut p = vec![0x80, 2, b'N'];
-        p.extend(std::iter::repeat(0x85).take(100_000));
+        p.extend(std::iter::repeat_n(0x85, 100_000));
         p.push(b'.');
         assert!(plain(&p).unwrap_err().contains("nested"));
         // A list that contains itself.
