@@ -41,12 +41,42 @@
 //! checkpoint::save_safetensors(&ema, "dlsm_cifar10_ema.safetensors")?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Hostile files
+//!
+//! Files are read by position, never memory-mapped, so a checkpoint truncated while it is
+//! read (a training script re-saving it) is an error, not a crash; only regular files are
+//! opened (a FIFO, a device or a folder is refused). Every size read from a file is checked
+//! against the file's length before anything is allocated, and large buffers are allocated
+//! fallibly. The unpickler never recurses on the pickle's nesting beyond a fixed depth, and
+//! its work and memory are bounded by budgets proportional to the pickle's size, so pickle
+//! bombs (deep nesting, exponentially shared tuples, repeated copies) end in an error that
+//! names the limit. Names quoted in error messages pass through [`printable`].
+//!
+//! # Inspecting without loading
+//!
+//! [`inspect`] lists every tensor's key path, dtype and shape, and the values around them,
+//! from the file's metadata alone (the safetensors header, a zip's `data.pkl`, a legacy
+//! file's pickles); [`Inventory::select`] says what a [`Select`] would pick.
+//
+// Module graph, acyclic: each module uses only modules listed after it.
+//   mod.rs (the facade) > inventory > reader > torch_format > safetensors_io > parsed
+//   > pickle > zip_index > source > select > value > tensor > format > text > limits
+// `reader` alone knows every format; the format modules share `parsed` (what a parse yields)
+// and `source` (how bytes are read) instead of importing each other.
 
 pub mod diffusers;
+mod format;
+mod inventory;
+mod limits;
+mod parsed;
 mod pickle;
+mod reader;
 mod safetensors_io;
 mod select;
+mod source;
 mod tensor;
+mod text;
 mod torch_format;
 mod value;
 mod zip_index;
@@ -55,64 +85,17 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub use format::Format;
+pub use inventory::{inspect, Entry, EntryKind, Inventory, TensorInfo};
 pub use safetensors_io::save_safetensors;
+pub use select::Select;
 pub use tensor::{DType, StateDict, TensorData};
+pub use text::printable;
 pub use value::Value;
 
-use torch_format::{FileBytes, Parsed};
-
-/// The container format of a checkpoint file.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// A safetensors file.
-    SafeTensors,
-    /// A PyTorch zip archive (`torch.save`'s default since PyTorch 1.6).
-    TorchZip,
-    /// The legacy `torch.save` stream of pickles followed by raw storages.
-    TorchLegacy,
-    /// A bare pickle, without tensor storages.
-    Pickle,
-}
-
-/// Where the state dict lies inside a checkpoint's object tree.
-///
-/// Every variant removes a `module.` prefix from the names when all of them carry it (the
-/// mark of `torch.nn.DataParallel`).
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Select<'a> {
-    /// Guess from the layout:
-    ///
-    /// * a flat dict of tensors: itself;
-    /// * a dict with an `"ema"` dict of tensors: that (sampling uses the EMA weights); else
-    ///   `"state_dict"`, else `"model"`;
-    /// * a dict whose `"ema"` is `{decay, num_updates, shadow_params: [...]}` (DLSM /
-    ///   score_sde): an error that explains how to use [`Select::EmaShadow`], since the
-    ///   model's non-trainable names cannot be guessed;
-    /// * a list or tuple (DDIM's `[model, optimizer, epoch, step, ema]`): its last element
-    ///   that is a dict of tensors;
-    /// * anything else: an error that outlines the top-level structure.
-    #[default]
-    Auto,
-    /// Follow dict keys and list indices given as strings, e.g. `&["ema"]`, `&["state_dict"]`
-    /// or `&["4"]` (`"-1"` is the last item); the target must be a dict of tensors.
-    Path(&'a [&'a str]),
-    /// Name an unnamed list of EMA shadow parameters with a model dict's names: the names at
-    /// `model`, in stored order and without those in `exclude` (matched after removing
-    /// `module.`), are zipped with the tensors at `shadow`; the excluded names take their
-    /// tensors from the model dict. Counts and shapes must agree; the error names the first
-    /// mismatch.
-    EmaShadow {
-        /// Path to the named model dict, e.g. `&["model"]`.
-        model: &'a [&'a str],
-        /// Path to the list of shadow tensors, e.g. `&["ema", "shadow_params"]`.
-        shadow: &'a [&'a str],
-        /// The model's entries that have no shadow: buffers and parameters with
-        /// `requires_grad=False`.
-        exclude: &'a [&'a str],
-    },
-}
+use parsed::{Mode, Parsed};
+use source::{Source, MEMORY};
+use text::checkpoint_error;
 
 /// A checkpoint file, parsed, with all its tensors in memory.
 ///
@@ -125,12 +108,9 @@ pub struct Checkpoint {
     root: Value,
 }
 
-/// The path reported for checkpoints parsed from memory.
-const MEMORY: &str = "<memory>";
-
 fn parse_path(path: &Path) -> Result<Parsed> {
-    let file = FileBytes::open(path)?;
-    torch_format::parse(file).map_err(|m| Error::checkpoint(path, m))
+    let src = Source::open(path)?;
+    reader::parse(src, Mode::Load).map_err(|m| checkpoint_error(path, m))
 }
 
 impl Checkpoint {
@@ -139,7 +119,7 @@ impl Checkpoint {
         let path = path.as_ref();
         let parsed = parse_path(path)?;
         let format = parsed.format;
-        let root = parsed.into_value().map_err(|m| Error::checkpoint(path, m))?;
+        let root = parsed.into_value().map_err(|m| checkpoint_error(path, m))?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             format,
@@ -153,9 +133,9 @@ impl Checkpoint {
     /// [`path`]: Checkpoint::path
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Checkpoint> {
         let path = Path::new(MEMORY);
-        let parsed = torch_format::parse(FileBytes::Owned(bytes)).map_err(|m| Error::checkpoint(path, m))?;
+        let parsed = reader::parse(Source::from_bytes(bytes), Mode::Load).map_err(|m| checkpoint_error(path, m))?;
         let format = parsed.format;
-        let root = parsed.into_value().map_err(|m| Error::checkpoint(path, m))?;
+        let root = parsed.into_value().map_err(|m| checkpoint_error(path, m))?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             format,
@@ -185,7 +165,7 @@ impl Checkpoint {
 
     /// The state dict that `select` picks (tensors are copied).
     pub fn state_dict(&self, select: &Select<'_>) -> Result<StateDict> {
-        let picked = select::select(&self.root, select).map_err(|m| Error::checkpoint(&self.path, m))?;
+        let picked = select::select(&self.root, select).map_err(|m| checkpoint_error(&self.path, m))?;
         Ok(picked.into_iter().map(|(k, t)| (k, t.clone())).collect())
     }
 }
@@ -199,7 +179,7 @@ pub fn load_state_dict(path: impl AsRef<Path>) -> Result<StateDict> {
 pub fn load_state_dict_with(path: impl AsRef<Path>, select: &Select<'_>) -> Result<StateDict> {
     let path = path.as_ref();
     let mut parsed = parse_path(path)?;
-    let ctx = |m: String| Error::checkpoint(path, m);
+    let ctx = |m: String| checkpoint_error(path, m);
     let index = parsed.placeholder_index();
     let picked: Vec<(String, usize)> = select::select(&parsed.skeleton, select)
         .map_err(ctx)?
@@ -237,30 +217,4 @@ pub fn convert_to_safetensors(
     let sd = load_state_dict_with(input, select)?;
     save_safetensors(&sd, output)?;
     Ok(sd)
-}
-
-/// The tensor key names of a checkpoint file (the state dict [`Select::Auto`] picks).
-///
-/// Used by the model registry to tell families apart.
-pub fn tensor_names(path: impl AsRef<Path>) -> Result<Vec<String>> {
-    let sd = load_state_dict(path)?;
-    Ok(sd.keys().map(str::to_string).collect())
-}
-
-/// `s` with control characters escaped (`\u{1b}`), for printing names read from files.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_unicode().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
-    }
 }

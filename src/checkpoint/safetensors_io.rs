@@ -4,95 +4,216 @@
 //! name to `{"dtype", "shape", "data_offsets": [begin, end]}` (offsets relative to the data
 //! that follows the header, plus an optional `"__metadata__"` map of strings), then the raw
 //! little-endian tensor bytes.
+//!
+//! Validation follows the reference implementation (huggingface `safetensors`): the header
+//! is at most 100 000 000 bytes and starts with `{`; each tensor's offsets span exactly its
+//! shape's bytes; and the tensors' regions, in offset order, tile the data exactly: no
+//! overlaps, no gaps, ending at the end of the file. Names must be unique.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::pickle::{Budget, R};
-use super::tensor::{checked_numel, DType};
-use super::torch_format::{FileBytes, Parsed};
-use super::{Format, StateDict};
+use super::format::MAX_SAFETENSORS_HEADER;
+use super::limits::{MAX_DIMS, R};
+use super::parsed::{Mode, Parsed};
+use super::source::Source;
+use super::tensor::{checked_numel, DType, StateDict};
+use super::text::printable;
 use crate::error::{Error, Result};
-
-/// Headers larger than this are refused (the reference implementation's limit).
-const MAX_HEADER: u64 = 100 << 20;
 
 #[derive(Deserialize)]
 struct Info {
     dtype: String,
-    shape: Vec<u64>,
+    shape: Shape,
     data_offsets: (u64, u64),
 }
 
+/// A shape of at most [`MAX_DIMS`] dimensions (refused while parsing, before a longer one is
+/// stored).
+struct Shape(Vec<u64>);
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of dimensions")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Shape, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element::<u64>()? {
+                    if v.len() == MAX_DIMS {
+                        return Err(de::Error::custom(format!(
+                            "a shape has more than {MAX_DIMS} dimensions"
+                        )));
+                    }
+                    v.push(x);
+                }
+                Ok(Shape(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// The header's tensor entries in file order, `__metadata__` skipped, duplicate names refused.
+struct Header(Vec<(String, Info)>);
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Header;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Header, A::Error> {
+                let mut out = Vec::new();
+                let mut seen = HashSet::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == "__metadata__" {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    if !seen.insert(name.clone()) {
+                        return Err(de::Error::custom(format!(
+                            "the header names tensor `{}` twice",
+                            printable(&name)
+                        )));
+                    }
+                    let info: Info = map.next_value().map_err(|e| {
+                        de::Error::custom(format!("safetensors entry `{}` is malformed: {e}", printable(&name)))
+                    })?;
+                    out.push((name, info));
+                }
+                Ok(Header(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Parses a safetensors file; tensors are ordered by where their data lies in the file (the
-/// order they were written in).
-pub(crate) fn parse(file: FileBytes, budget: Budget) -> R<Parsed> {
-    let d: &[u8] = &file;
-    let head = d
-        .get(..8)
-        .ok_or("safetensors file shorter than its 8-byte header length")?;
+/// order they were written in). [`Mode::Inspect`] reads and checks the header alone;
+/// [`Mode::Load`] also requires the data to end where the file does.
+pub(crate) fn parse(source: Source, mode: Mode) -> R<Parsed> {
+    let head = source
+        .read(0, 8)
+        .map_err(|_| "safetensors file shorter than its 8-byte header length".to_string())?;
     let n = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]);
-    if n > MAX_HEADER {
+    if n > MAX_SAFETENSORS_HEADER {
         return Err(format!(
-            "safetensors header of {n} bytes is larger than the 100 MiB limit"
+            "safetensors header of {n} bytes is larger than the {MAX_SAFETENSORS_HEADER}-byte limit"
         ));
     }
-    let n = n as usize;
-    let header = d
-        .get(8..8 + n)
-        .ok_or("the safetensors header runs past the end of the file (truncated download?)")?;
-    let header = std::str::from_utf8(header).map_err(|_| "the safetensors header is not UTF-8")?;
-    let map: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(header).map_err(|e| format!("the safetensors header is not valid JSON: {e}"))?;
     let data_start = 8 + n;
-    let data_len = d.len() - data_start;
+    if data_start > source.len() {
+        return Err(format!(
+            "the {n}-byte safetensors header runs past the end of the {}-byte file (truncated download?)",
+            source.len()
+        ));
+    }
+    let header = source.read(8, n as usize)?;
+    let header = std::str::from_utf8(&header).map_err(|_| "the safetensors header is not UTF-8")?;
+    if !header.starts_with('{') {
+        return Err("the safetensors header does not start with `{`".into());
+    }
+    let Header(map) = serde_json::from_str(header)
+        .map_err(|e| format!("the safetensors header is not valid: {}", printable(&e.to_string())))?;
     let mut entries = Vec::with_capacity(map.len());
-    for (name, v) in map {
-        if name == "__metadata__" {
-            continue;
-        }
-        let info: Info =
-            serde_json::from_value(v).map_err(|e| format!("safetensors entry `{name}` is malformed: {e}"))?;
+    for (name, info) in map {
+        let shown = printable(&name).into_owned();
         let dtype = DType::from_safetensors_name(&info.dtype).ok_or_else(|| {
             format!(
-                "tensor `{name}` has dtype {} which this crate does not support (supported: F64, \
+                "tensor `{shown}` has dtype {} which this crate does not support (supported: F64, \
                  F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)",
-                info.dtype
+                printable(&info.dtype)
             )
         })?;
         let shape: Vec<usize> = info
             .shape
+            .0
             .iter()
             .map(|&x| usize::try_from(x))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| format!("tensor `{name}` has an impossibly large shape"))?;
+            .map_err(|_| format!("tensor `{shown}` has an impossibly large shape"))?;
         let (begin, end) = info.data_offsets;
         let nbytes = checked_numel(&shape)
             .and_then(|x| x.checked_mul(dtype.size_in_bytes()))
-            .ok_or_else(|| format!("tensor `{name}` has an impossibly large shape {shape:?}"))?;
-        if begin > end || end > data_len as u64 {
+            .ok_or_else(|| format!("tensor `{shown}` has an impossibly large shape {shape:?}"))?;
+        if begin > end {
             return Err(format!(
-                "tensor `{name}` has data offsets [{begin}, {end}] outside the {data_len} data bytes \
-                 (truncated file?)"
+                "tensor `{shown}` has data offsets [{begin}, {end}] that end before they begin"
             ));
         }
-        if (end - begin) as usize != nbytes {
+        if end - begin != nbytes as u64 {
             return Err(format!(
-                "tensor `{name}` of dtype {} and shape {shape:?} needs {nbytes} bytes but its data \
+                "tensor `{shown}` of dtype {} and shape {shape:?} needs {nbytes} bytes but its data \
                  offsets span {}",
                 info.dtype,
                 end - begin
             ));
         }
-        let range = data_start + begin as usize..data_start + end as usize;
-        entries.push((name, dtype, shape, range));
+        entries.push((name, dtype, shape, begin..end));
     }
-    entries.sort_by(|a, b| a.3.start.cmp(&b.3.start).then_with(|| a.0.cmp(&b.0)));
-    Ok(Parsed::from_ranges(Format::SafeTensors, file, entries, budget))
+    entries.sort_by(|a, b| {
+        (a.3.start, a.3.end)
+            .cmp(&(b.3.start, b.3.end))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    // The regions must tile the data: each starts where the previous one ended.
+    let mut expect = 0u64;
+    let mut prev: Option<&str> = None;
+    for (name, _, _, r) in &entries {
+        let shown = printable(name);
+        if r.start < expect {
+            return Err(format!(
+                "tensor `{shown}` (data offsets [{}, {}]) overlaps tensor `{}`, which ends at {expect}; \
+                 refusing the file as corrupt or hostile",
+                r.start,
+                r.end,
+                printable(prev.unwrap_or("?"))
+            ));
+        }
+        if r.start > expect {
+            return Err(format!(
+                "the data has a gap of {} bytes before tensor `{shown}` (data offsets [{}, {}]); \
+                 safetensors tensors must tile the data exactly",
+                r.start - expect,
+                r.start,
+                r.end
+            ));
+        }
+        expect = r.end;
+        prev = Some(name);
+    }
+    let data_len = source.len() - data_start;
+    if mode == Mode::Load && expect != data_len {
+        return Err(if expect > data_len {
+            format!(
+                "the header describes {expect} bytes of tensor data but the file holds only {data_len} \
+                 after the header (truncated download?)"
+            )
+        } else {
+            format!(
+                "the file holds {} bytes after the {expect} bytes of tensor data its header describes; \
+                 safetensors tensors must tile the data exactly",
+                data_len - expect
+            )
+        });
+    }
+    let entries = entries
+        .into_iter()
+        .map(|(name, dtype, shape, r)| (name, dtype, shape, data_start + r.start..data_start + r.end))
+        .collect();
+    Ok(Parsed::from_ranges(source, entries))
 }
 
 /// Builds the JSON header, in state-dict order, padded with spaces to a multiple of 8 bytes.

@@ -2,10 +2,49 @@
 
 use std::collections::HashSet;
 
-use super::pickle::R;
+use super::limits::R;
 use super::tensor::TensorData;
+use super::text::printable;
 use super::value::{key_repr, Value};
-use super::Select;
+
+/// Where the state dict lies inside a checkpoint's object tree.
+///
+/// Every variant removes a `module.` prefix from the names when all of them carry it (the
+/// mark of `torch.nn.DataParallel`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Select<'a> {
+    /// Guess from the layout:
+    ///
+    /// * a flat dict of tensors: itself;
+    /// * a dict with an `"ema"` dict of tensors: that (sampling uses the EMA weights); else
+    ///   `"state_dict"`, else `"model"`;
+    /// * a dict whose `"ema"` is `{decay, num_updates, shadow_params: [...]}` (DLSM /
+    ///   score_sde): an error that explains how to use [`Select::EmaShadow`], since the
+    ///   model's non-trainable names cannot be guessed;
+    /// * a list or tuple (DDIM's `[model, optimizer, epoch, step, ema]`): its last element
+    ///   that is a dict of tensors;
+    /// * anything else: an error that outlines the top-level structure.
+    #[default]
+    Auto,
+    /// Follow dict keys and list indices given as strings, e.g. `&["ema"]`, `&["state_dict"]`
+    /// or `&["4"]` (`"-1"` is the last item); the target must be a dict of tensors.
+    Path(&'a [&'a str]),
+    /// Name an unnamed list of EMA shadow parameters with a model dict's names: the names at
+    /// `model`, in stored order and without those in `exclude` (matched after removing
+    /// `module.`), are zipped with the tensors at `shadow`; the excluded names take their
+    /// tensors from the model dict. Counts and shapes must agree; the error names the first
+    /// mismatch.
+    EmaShadow {
+        /// Path to the named model dict, e.g. `&["model"]`.
+        model: &'a [&'a str],
+        /// Path to the list of shadow tensors, e.g. `&["ema", "shadow_params"]`.
+        shadow: &'a [&'a str],
+        /// The model's entries that have no shadow: buffers and parameters with
+        /// `requires_grad=False`.
+        exclude: &'a [&'a str],
+    },
+}
 
 /// The prefix `torch.nn.DataParallel` adds to every name.
 const DATA_PARALLEL_PREFIX: &str = "module.";
@@ -283,9 +322,11 @@ fn ema_shadow<'v>(
         if s.shape != model_t.shape {
             return Err(format!(
                 "Select::EmaShadow: shape mismatch: item {i} of the shadow list has shape {:?} \
-                 but the model's {i}-th trainable entry `{name}` has shape {:?}; the names and \
+                 but the model's {i}-th trainable entry `{}` has shape {:?}; the names and \
                  the shadow list are out of step (is the exclude list right?)",
-                s.shape, model_t.shape
+                s.shape,
+                printable(&name),
+                model_t.shape
             ));
         }
         out.push((name, s));

@@ -240,7 +240,7 @@ pub fn probe(path: &Path) -> Result<Probe> {
         Some(path.to_path_buf())
     };
     if let Some(w) = &weights {
-        probe.keys = checkpoint::tensor_names(w)?;
+        probe.keys = tensor_names(w)?;
     }
     probe.weights = weights;
     let config = probe.folder().join("config.json");
@@ -249,6 +249,23 @@ pub fn probe(path: &Path) -> Result<Probe> {
         probe.config_path = Some(config);
     }
     Ok(probe)
+}
+
+/// The tensor key names of a weight file, from its header / pickle structure only (no tensor
+/// data is read): the state dict [`Select::Auto`](checkpoint::Select::Auto) would pick, with
+/// a `module.` prefix removed, else every tensor's key path.
+pub fn tensor_names(path: &Path) -> Result<Vec<String>> {
+    let inventory = checkpoint::inspect(path)?;
+    let keys: Vec<String> = match inventory.select(&checkpoint::Select::Auto) {
+        Ok(picked) => picked.into_iter().map(|(k, _)| k).collect(),
+        Err(_) => inventory.tensors().map(|(k, _)| k.to_string()).collect(),
+    };
+    let all_prefixed = !keys.is_empty() && keys.iter().all(|k| k.starts_with("module."));
+    Ok(if all_prefixed {
+        keys.into_iter().map(|k| k["module.".len()..].to_string()).collect()
+    } else {
+        keys
+    })
 }
 
 /// Read a small JSON file (at most 16 MB).

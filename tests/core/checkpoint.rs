@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use boomerang::checkpoint::{
-    self, convert_to_safetensors, load_state_dict, load_state_dict_with, save_safetensors, Checkpoint, DType, Format,
-    Select, StateDict, TensorData, Value,
+    self, convert_to_safetensors, inspect, load_state_dict, load_state_dict_with, save_safetensors, Checkpoint, DType,
+    EntryKind, Format, Select, StateDict, TensorData, TensorInfo, Value,
 };
 use boomerang::Error;
 use proptest::prelude::*;
@@ -154,6 +154,133 @@ fn every_fixture_yields_the_values_pytorch_saved() {
         let eager = with_select(&case.select, |s| ckpt.state_dict(s)).unwrap();
         assert_matches(case, &eager, "Checkpoint::state_dict");
     }
+}
+
+#[test]
+fn inspection_picks_what_loading_picks_without_the_data() {
+    for case in &expected_cases() {
+        let inv = inspect(fixture(&case.file)).unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        let picked = with_select(&case.select, |s| inv.select(s)).unwrap();
+        let want: Vec<(String, TensorInfo)> = case
+            .tensors
+            .iter()
+            .map(|t| {
+                let dtype = DType::from_safetensors_name(&t.dtype).unwrap();
+                (
+                    t.name.clone(),
+                    TensorInfo {
+                        dtype,
+                        shape: t.shape.clone(),
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(picked, want, "{} {}", case.file, case.select);
+    }
+    // Every fixture: the inventory lists the loaded tree's tensors, in order.
+    for name in [
+        "flat_zip.pt",
+        "flat_legacy.pt",
+        "flat_p4_zip.pt",
+        "flat_deflated.pt",
+        "flat.safetensors",
+        "nested.pt",
+        "dataparallel_legacy.pt",
+        "ddim_list.pt",
+        "dlsm.pt",
+        "dtypes_zip.pt",
+        "dtypes_legacy.pt",
+        "dtypes_bigendian.pt",
+        "views_zip.pt",
+        "views_legacy.pt",
+        "bare_p2.pkl",
+        "bare_p5.pkl",
+    ] {
+        let inv = inspect(fixture(name)).unwrap();
+        let ckpt = Checkpoint::open(fixture(name)).unwrap();
+        assert_eq!(inv.format(), ckpt.format(), "{name}");
+        let mut loaded = Vec::new();
+        collect_tensors(ckpt.root(), &mut loaded);
+        let listed: Vec<(DType, Vec<usize>)> = inv.tensors().map(|(_, t)| (t.dtype, t.shape.clone())).collect();
+        assert_eq!(listed, loaded, "{name}");
+        assert_eq!(
+            inv.numel(),
+            loaded.iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>()
+        );
+    }
+}
+
+fn collect_tensors(v: &Value, out: &mut Vec<(DType, Vec<usize>)>) {
+    match v {
+        Value::Tensor(t) => out.push((t.dtype, t.shape.clone())),
+        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|x| collect_tensors(x, out)),
+        Value::Dict(e) => e.iter().for_each(|(k, x)| {
+            collect_tensors(k, out);
+            collect_tensors(x, out);
+        }),
+        _ => {}
+    }
+}
+
+#[test]
+fn inventories_show_nested_containers_with_dotted_paths() {
+    // DLSM / score_sde: {'model': {...}, 'ema': {decay, num_updates, shadow_params: [...]},
+    // 'optimizer': {...}, 'step': int}.
+    let inv = inspect(fixture("dlsm.pt")).unwrap();
+    assert_eq!(inv.format(), Format::TorchZip);
+    assert_eq!(inv.get("step"), Some(&EntryKind::Value(Value::Int(17))));
+    assert_eq!(inv.get("ema.decay"), Some(&EntryKind::Value(Value::Float(0.999))));
+    assert_eq!(inv.get("ema.num_updates"), Some(&EntryKind::Value(Value::Int(17))));
+    assert!(matches!(inv.get("ema.shadow_params.5"), Some(EntryKind::Tensor(_))));
+    assert!(inv.get("ema.shadow_params.6").is_none());
+    match inv.get("model.module.all_modules.0.W") {
+        Some(EntryKind::Tensor(t)) => assert_eq!((t.dtype, t.shape.as_slice()), (DType::F32, &[4][..])),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(inv.tensors().filter(|(k, _)| k.starts_with("model.module.")).count(), 8);
+    assert_eq!(
+        inv.get("optimizer.param_groups.0.lr"),
+        Some(&EntryKind::Value(Value::Float(2e-4)))
+    );
+    assert!(inv.tensors().any(|(k, _)| k.starts_with("optimizer.state.0.exp_avg")));
+    let e = inv.select(&Select::Auto).unwrap_err().to_string();
+    assert!(e.contains("Select::EmaShadow"), "{e}");
+    let ema = inv
+        .select(&Select::EmaShadow {
+            model: &["model"],
+            shadow: &["ema", "shadow_params"],
+            exclude: &["sigmas", "all_modules.0.W"],
+        })
+        .unwrap();
+    assert_eq!(ema.len(), 8);
+    assert_eq!(ema[0].0, "sigmas");
+
+    // DDIM: [model state dict, optimizer state dict, epoch, step, ema state dict].
+    let inv = inspect(fixture("ddim_list.pt")).unwrap();
+    assert_eq!(inv.get("2"), Some(&EntryKind::Value(Value::Int(7))));
+    assert_eq!(inv.get("3"), Some(&EntryKind::Value(Value::Int(1234))));
+    assert_eq!(
+        inv.get("1.param_groups.0.lr"),
+        Some(&EntryKind::Value(Value::Float(1e-3)))
+    );
+    let ema = load_state_dict(fixture("ddim_list.pt")).unwrap();
+    assert_eq!(inv.tensors().filter(|(k, _)| k.starts_with("4.")).count(), ema.len());
+    assert_eq!(
+        inv.select(&Select::Auto).unwrap(),
+        inv.select(&Select::Path(&["-1"])).unwrap()
+    );
+    let first = inv.select(&Select::Path(&["0"])).unwrap();
+    assert_eq!(first.len(), ema.len());
+
+    // A bare pickle: values only, nested keys and indices spelled out.
+    let inv = inspect(fixture("bare_p5.pkl")).unwrap();
+    assert_eq!(inv.tensors().count(), 0);
+    assert_eq!(inv.get("nested.k.deep.1.1.0"), Some(&EntryKind::Value(Value::Int(3))));
+    assert_eq!(inv.get("c.1"), Some(&EntryKind::Value(Value::Int(2))));
+    assert_eq!(
+        inv.get("d"),
+        Some(&EntryKind::Value(Value::Bytes(b"bytes\x00\xff".to_vec())))
+    );
 }
 
 #[test]
