@@ -13,13 +13,14 @@
 //!   size. For models that take sides that are multiples of some `m` (Stable Diffusion: 8),
 //!   other sides are refused or resized down to the nearest multiple.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use image::{ColorType, DynamicImage};
 use ndarray::{Array3, Array4, ArrayView3, Axis};
 
-use crate::apps::paths::RelPath;
 pub use crate::apps::paths::{check_separate, resolve_path};
+use crate::apps::paths::{not_regular, RelPath};
 use crate::core::denoiser::DataRange;
 use crate::image_io::{decode_file, image_to_array, read_header, resize, ColorMode, ImageLimits, ResizeFilter};
 use crate::schedule::TimeSpec;
@@ -259,6 +260,73 @@ pub fn format_time(t: TimeSpec) -> String {
         TimeSpec::Step(s) => s.to_string(),
         TimeSpec::Fraction(f) => format!("{f:?}"),
     }
+}
+
+/// One input image named on a command line: its file and the name it goes by (its path
+/// relative to the folder given, or its file name), which sets its key and output names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputImage {
+    /// The file.
+    pub path: PathBuf,
+    /// Its name relative to the folder it was found in (or its file name).
+    pub rel: RelPath,
+}
+
+/// The images named by `inputs` (files, or folders searched recursively with
+/// [`list_images`]), in order, after checking that none of them can be written by a job
+/// writing to `output`: a folder must not contain `output` nor lie inside it, a file must not
+/// lie inside `output`. Two inputs going by the same name are refused. Special files (FIFOs,
+/// devices) given by name are refused before they are opened.
+pub fn collect_inputs(inputs: &[PathBuf], output: &Path) -> Result<Vec<InputImage>> {
+    let out_resolved = resolve_path(output)?;
+    let mut out = Vec::new();
+    let mut seen: HashMap<RelPath, PathBuf> = HashMap::new();
+    for p in inputs {
+        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        let found: Vec<InputImage> = if meta.is_dir() {
+            check_separate(p, output)?;
+            list_images(p)?
+                .images
+                .into_iter()
+                .map(|rel| InputImage {
+                    path: p.join(&rel),
+                    rel,
+                })
+                .collect()
+        } else if meta.is_file() {
+            if resolve_path(p)?.starts_with(&out_resolved) {
+                return Err(Error::InvalidInput(format!(
+                    "input {} lies inside the output folder {}; choose another output folder",
+                    p.display(),
+                    output.display()
+                )));
+            }
+            let name = p
+                .file_name()
+                .ok_or_else(|| Error::InvalidInput(format!("{}: not a file name", p.display())))?;
+            vec![InputImage {
+                path: p.clone(),
+                rel: RelPath::from_components([name])?,
+            }]
+        } else {
+            return Err(not_regular(p));
+        };
+        for f in found {
+            if let Some(prev) = seen.insert(f.rel.clone(), f.path.clone()) {
+                return Err(Error::InvalidInput(format!(
+                    "{} and {} would both be named {}; rename one or pass their folder",
+                    prev.display(),
+                    f.path.display(),
+                    f.rel
+                )));
+            }
+            out.push(f);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidInput("no PNG or JPEG images found in the inputs".into()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -42,10 +42,11 @@ use std::path::PathBuf;
 
 use ndarray::{s, Array4, ArrayView3, ArrayView4, Axis};
 
+use crate::apps::dataset::collect_inputs;
 use crate::apps::dataset::{format_time, load_for_model_with, stack, ModelInput, SizePolicy};
 use crate::apps::keys::{derive_key, path_key};
 use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_PASSES, MAX_SCALE};
-use crate::apps::paths::{collect_inputs, OutputPlan, OutputState, OutputTree, RelPath};
+use crate::apps::paths::{OutputPlan, OutputState, OutputTree, RelPath};
 use crate::core::local::LocalSampler;
 use crate::core::noise::NoiseStreams;
 use crate::image_io::{encode_image, read_header, resize, ImageLimits, ResizeFilter};

@@ -40,11 +40,12 @@ use std::path::PathBuf;
 use ndarray::ArrayView3;
 
 use crate::apps::augment::{copies_of, TimeChoice};
+use crate::apps::dataset::collect_inputs;
 use crate::apps::dataset::{format_time, load_for_model_with, stack, SizePolicy};
 use crate::apps::keys::{derive_key, hash_bytes, path_key};
 use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_T_VALUES};
 use crate::apps::metrics::distances;
-use crate::apps::paths::{collect_inputs, OutputPlan, OutputState, OutputTree, RelPath};
+use crate::apps::paths::{OutputPlan, OutputState, OutputTree, RelPath};
 use crate::core::local::LocalSampler;
 use crate::image_io::{encode_image, grid, read_header, ImageLimits};
 use crate::schedule::TimeSpec;

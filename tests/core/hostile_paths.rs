@@ -393,7 +393,7 @@ fn reruns_with_other_settings_are_refused_naming_the_setting() {
                 .into_iter()
                 .map(|a| if a == "20" { "30" } else { a })
                 .collect(),
-            "steps: 20 there, 30 now",
+            "steps: \"uniform:20\" there, \"uniform:30\" now",
         ),
     ] {
         let err = run_fails(&args, &[], 2);
