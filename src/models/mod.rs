@@ -39,6 +39,7 @@
 
 pub mod ddpm;
 pub mod loading;
+pub mod ncsnpp;
 pub(crate) mod nn;
 pub mod pretrained;
 pub mod stable_diffusion;

@@ -17,6 +17,7 @@ mod cli_commands;
 mod determinism;
 mod fastdpm_schedules;
 mod image_io;
+mod pc_locality;
 mod predictor_corrector;
 mod schedule_props;
 mod shapes;
