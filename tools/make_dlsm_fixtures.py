@@ -45,6 +45,7 @@ What it writes, all from fixed seeds and small (well under 1.5 MB):
   `grad = d/dx sum_i log(softmax(clf(x, sigma_i))[y_i] + 1e-8)` as DLSM computes it.
 """
 
+import copy
 import json
 import math
 import os
@@ -392,7 +393,7 @@ class Ncsnpp(nn.Module):
             i += 1
         else:
             used = self.sigmas[t.long()]
-            temb = timestep_embedding(t, m["nf"])
+            temb = timestep_embedding(t, m["nf"]).to(x.dtype)
         if m["conditional"]:
             temb = mods[i + 1](self.act(mods[i](temb)))
             i += 2
@@ -653,6 +654,16 @@ def base_config(**model):
     }
 
 
+def f64(model):
+    """The reference: a float64 copy of a model (the f32 weights exactly, computed in
+    double precision, so the references carry no f32 rounding of their own)."""
+    return copy.deepcopy(model).double()
+
+
+def d(t):
+    return t.double() if t.is_floating_point() else t
+
+
 def adam_state(model, params):
     """An Adam state after one step on a loss that touches a few parameters only (the
     released files carry a full state; a partial one keeps the fixture small)."""
@@ -702,16 +713,17 @@ def score_fixture_a():
     with torch.no_grad():
         # Raw weights first, then the EMA copy (ema.copy_to).
         model.load_state_dict({k[len("module."):]: v for k, v in raw.items()})
-        score_raw = model(x, sigmas[1].repeat(2))
+        score_raw = f64(model)(d(x), d(sigmas[1].repeat(2)))
         for s, p in zip(shadow, trainable):
             p.copy_(s)
+        ref = f64(model)
         io = {"x": x, "sigmas": sigmas, "score_raw": score_raw}
         for k, s in enumerate(sigmas):
-            io[f"score.{k}"] = model(x, s.repeat(2))
+            io[f"score.{k}"] = ref(d(x), d(s.repeat(2)))
         x_items = torch.rand(2, 3, 16, 16, generator=g)
         sigma_items = torch.tensor([0.05, 20.0])
         io["x_items"], io["sigma_items"] = x_items, sigma_items
-        io["score_items"] = model(x_items, sigma_items)
+        io["score_items"] = ref(d(x_items), d(sigma_items))
     ema_sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(ema_sd, os.path.join(folder, "ema.safetensors"))
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(folder, "io.safetensors"))
@@ -732,19 +744,7 @@ def score_fixture(name, cfg, labels=None, container=False, seed=0):
     size = cfg["data"]["image_size"]
     lo = -1.0 if cfg["data"]["centered"] else 0.0
     x = lo + (1.0 - lo) * torch.rand(2, 3, size, size, generator=g)
-    io = {"x": x}
-    with torch.no_grad():
-        if labels is not None:
-            lab = torch.tensor(labels)
-            io["labels"] = lab.float()
-            io["sigmas"] = model.sigmas[lab].float()
-            for k, l in enumerate(labels):
-                io[f"score.{k}"] = model(x, torch.tensor([l, l]))
-        else:
-            sig = torch.tensor([0.02, 1.0, 40.0])
-            io["sigmas"] = sig
-            for k, s in enumerate(sig):
-                io[f"score.{k}"] = model(x, s.repeat(2))
+    # The optimizer step changes the weights: take it before the references.
     if container:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = adam_state(model, params)
@@ -752,6 +752,20 @@ def score_fixture(name, cfg, labels=None, container=False, seed=0):
         torch.save(ckpt, os.path.join(folder, "checkpoint.pth"))
     else:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(folder, "model.safetensors"))
+    io = {"x": x}
+    ref = f64(model)
+    with torch.no_grad():
+        if labels is not None:
+            lab = torch.tensor(labels)
+            io["labels"] = lab.float()
+            io["sigmas"] = model.sigmas[lab].float()
+            for k, l in enumerate(labels):
+                io[f"score.{k}"] = ref(d(x), torch.tensor([l, l]))
+        else:
+            sig = torch.tensor([0.02, 1.0, 40.0])
+            io["sigmas"] = sig
+            for k, s in enumerate(sig):
+                io[f"score.{k}"] = ref(d(x), d(s.repeat(2)))
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(folder, "io.safetensors"))
     return sum(v.numel() for v in model.state_dict().values())
 
@@ -774,18 +788,42 @@ def classifier_fixture():
     x = torch.rand(2, 3, 16, 16, generator=g)
     sigmas = torch.tensor([0.01, 1.0, 50.0])
     io = {"x": x, "sigmas": sigmas}
+    ref = f64(model)
     with torch.no_grad():
         for k, s in enumerate(sigmas):
-            io[f"logits.{k}"] = model(x, s.repeat(2))
+            io[f"logits.{k}"] = ref(d(x), d(s.repeat(2)))
     sigma_items = torch.tensor([0.1, 2.0])
     labels = torch.tensor([3, 7])
-    xg = (x + sigma_items[:, None, None, None] * torch.randn(x.shape, generator=g)).requires_grad_(True)
+    x_noisy = x + sigma_items[:, None, None, None] * torch.randn(x.shape, generator=g)
+    xg = d(x_noisy).requires_grad_(True)
     # DLSM's gradient: log(softmax + 1e-8) at the label, summed over the batch.
-    logp = torch.log(F.softmax(model(xg, sigma_items), dim=1) + 1e-8)
-    (grad,) = torch.autograd.grad(logp, xg, grad_outputs=F.one_hot(labels, num_classes=logp.shape[1]).float())
-    io.update({"x_noisy": xg.detach(), "sigma_items": sigma_items, "labels": labels.float(), "grad": grad})
+    logp = torch.log(F.softmax(ref(xg, d(sigma_items)), dim=1) + 1e-8)
+    (grad,) = torch.autograd.grad(logp, xg, grad_outputs=F.one_hot(labels, num_classes=logp.shape[1]).double())
+    io.update({"x_noisy": x_noisy, "sigma_items": sigma_items, "labels": labels.float(), "grad": grad})
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(folder, "io.safetensors"))
     return sum(v.numel() for v in model.state_dict().values())
+
+
+def verify(name, build, weights, call, keys):
+    """Reload the written weights into a fresh network and check it reproduces the stored
+    references (so references and files cannot drift apart)."""
+    from safetensors.torch import load_file
+
+    folder = os.path.join(OUT, name)
+    path = os.path.join(folder, weights)
+    if path.endswith(".safetensors"):
+        sd = load_file(path)
+    else:
+        sd = {k[len("module."):]: v for k, v in torch.load(path, weights_only=True)["model"].items()}
+    model = build()
+    model.load_state_dict(sd)
+    ref = f64(model.eval())
+    io = load_file(os.path.join(folder, "io.safetensors"))
+    with torch.no_grad():
+        for k in keys:
+            got, want = call(ref, io, k), io[k].double()
+            err = float((got - want).abs().max() / want.abs().max())
+            assert err < 1e-6, (name, k, err)
 
 
 def main():
@@ -826,6 +864,12 @@ def main():
     cfg_c["data"]["image_size"] = 8
     nc = score_fixture("tiny_c", cfg_c, seed=41)
     nclf = classifier_fixture()
+    cfg_a = base_config()
+    ka = [f"score.{k}" for k in range(4)]
+    verify("tiny_a", lambda: Ncsnpp(cfg_a), "ema.safetensors", lambda m, io, k: m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2))), ka)
+    verify("tiny_b", lambda: Ncsnpp(cfg_b), "checkpoint.pth", lambda m, io, k: m(d(io["x"]), io["labels"][int(k[-1])].long().repeat(2)), [f"score.{k}" for k in range(3)])
+    verify("tiny_c", lambda: Ncsnpp(cfg_c), "model.safetensors", lambda m, io, k: m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2))), [f"score.{k}" for k in range(3)])
+    verify("tiny_clf", lambda: Classifier(cfg_a["classifier"], 3, "swish"), "checkpoint.pth", lambda m, io, k: m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2))), [f"logits.{k}" for k in range(3)])
     total = 0
     for root, _, files in os.walk(OUT):
         for f in files:

@@ -676,6 +676,13 @@ impl ResNetCondConfig {
         Ok(())
     }
 
+    /// The state-dict entries in registration order (without the BatchNorm
+    /// `num_batches_tracked` counters), with shapes and roles.
+    pub fn layout(&self) -> Result<Vec<super::layers::ParamInfo>> {
+        self.validate()?;
+        super::classifier::layout(self)
+    }
+
     /// Number of parameters and buffers (BatchNorm running statistics included,
     /// `num_batches_tracked` not).
     pub fn num_parameters(&self) -> Result<u64> {
