@@ -15,6 +15,7 @@ mod cli_sd;
 mod cli_train;
 mod ddpm_boomerang;
 mod ddpm_parity;
+mod dlsm_boomerang;
 mod dlsm_parity;
 mod pretrained;
 mod sd_memory;

@@ -302,7 +302,7 @@ impl Default for SamplingConfig {
 /// let json = r#"{"model": {"nf": 128, "ch_mult": [1, 2, 2, 2], "fir": true},
 ///                "data": {"dataset": "CIFAR100", "centered": false}, "optim": {"lr": 2e-4}}"#;
 /// let cfg = NcsnppConfig::from_json(json)?;
-/// assert_eq!(cfg.num_parameters()?, 107_586_819);
+/// assert_eq!(cfg.num_parameters()?, 107_588_075);
 /// assert_eq!(cfg.num_classes(), Some(100));
 /// # Ok::<(), boomerang::Error>(())
 /// ```
