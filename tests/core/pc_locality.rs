@@ -19,8 +19,7 @@
 use boomerang::analytic::GaussianDenoiser;
 use boomerang::schedule::{GridPoint, NoiseLevel, VeSde};
 use boomerang::{
-    Boomerang, Condition, Denoiser, Guidance, Guide, NoiseStreams, Prediction, Sampler, SamplerState, Spacing,
-    TimeSpec,
+    Boomerang, Condition, Denoiser, Guidance, Guide, NoiseStreams, Prediction, Sampler, SamplerState, Spacing, TimeSpec,
 };
 use ndarray::{Array4, ArrayView4, Zip};
 use ndarray_rand::rand_distr::Normal;
@@ -95,7 +94,9 @@ fn one_corrector_step_keeps_one_minus_two_snr_squared() {
         let mut model = |x: ArrayView4<'_, f32>, p: &GridPoint| -> boomerang::Result<Prediction> {
             let x0 = d.predict(x, &[p.level.sigma], &Condition::None)?;
             let mut eps = x.to_owned();
-            Zip::from(&mut eps).and(&x0).for_each(|e, &x0| *e = (*e - x0) / p.level.sigma as f32);
+            Zip::from(&mut eps)
+                .and(&x0)
+                .for_each(|e, &x0| *e = (*e - x0) / p.level.sigma as f32);
             Ok(Prediction {
                 x0,
                 eps,
@@ -106,7 +107,14 @@ fn one_corrector_step_keeps_one_minus_two_snr_squared() {
             snr: SNR,
             corrector_steps: 1,
         }
-        .step(&mut model, x.view(), &point, Some(&point), &mut noise, &mut SamplerState::default())
+        .step(
+            &mut model,
+            x.view(),
+            &point,
+            Some(&point),
+            &mut noise,
+            &mut SamplerState::default(),
+        )
         .unwrap();
         let (mut num, mut den) = (0.0, 0.0);
         for (&a, &b) in out.prev_sample.iter().zip(&x) {
@@ -116,7 +124,10 @@ fn one_corrector_step_keeps_one_minus_two_snr_squared() {
         }
         let k = num / den;
         let want = 1.0 - 2.0 * SNR * SNR;
-        assert!((k - want).abs() < 0.004, "σ = {sigma}: contraction {k}, closed form {want}");
+        assert!(
+            (k - want).abs() < 0.004,
+            "σ = {sigma}: contraction {k}, closed form {want}"
+        );
     }
 }
 
@@ -137,7 +148,12 @@ fn predictor_corrector_runs_follow_the_closed_form() {
             let grid = r.plan(TimeSpec::fraction(t)).unwrap();
             let keys: Vec<u64> = (0..8).collect();
             let out = r
-                .run_with(x0.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(5, &keys), None)
+                .run_with(
+                    x0.view(),
+                    TimeSpec::fraction(t),
+                    &mut NoiseStreams::keyed(5, &keys),
+                    None,
+                )
                 .unwrap();
             let got = mse(&out.sample, &x0);
             let want = closed_form_mse(&grid, steps);
@@ -146,7 +162,10 @@ fn predictor_corrector_runs_follow_the_closed_form() {
                 "t = {t}, corrector steps {steps}: MSE {got}, closed form {want}"
             );
             let rmse = got.sqrt();
-            eprintln!("t = {t}, corrector steps {steps}: RMSE {rmse:.4}, closed form {:.4}", want.sqrt());
+            eprintln!(
+                "t = {t}, corrector steps {steps}: RMSE {rmse:.4}, closed form {:.4}",
+                want.sqrt()
+            );
             if steps == 0 {
                 if t <= 0.1 {
                     assert!(rmse < 0.1 * fresh, "t = {t}: predictor-only RMSE {rmse} is not local");
@@ -178,16 +197,26 @@ fn classifier_guidance_reaches_predictor_and_corrector() {
     // guidance: 1 + corrector_steps guide calls per grid point.
     for steps in [0usize, 1, 2] {
         let guide = Arc::new(Counting(AtomicUsize::new(0)));
-        let r = Boomerang::builder(GaussianDenoiser::new(MU, S).unwrap(), VeSde::new(0.01, 50.0, 100, 1e-5).unwrap())
-            .sampler(Sampler::PredictorCorrector { snr: SNR, corrector_steps: steps })
-            .spacing(Spacing::Full)
-            .condition(Condition::Class(vec![3]))
-            .guidance(Guidance::classifier(1.0, guide.clone()))
-            .build()
-            .unwrap();
+        let r = Boomerang::builder(
+            GaussianDenoiser::new(MU, S).unwrap(),
+            VeSde::new(0.01, 50.0, 100, 1e-5).unwrap(),
+        )
+        .sampler(Sampler::PredictorCorrector {
+            snr: SNR,
+            corrector_steps: steps,
+        })
+        .spacing(Spacing::Full)
+        .condition(Condition::Class(vec![3]))
+        .guidance(Guidance::classifier(1.0, guide.clone()))
+        .build()
+        .unwrap();
         let n = r.plan(TimeSpec::fraction(0.5)).unwrap().len();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         r.run(data(2, 1).view(), TimeSpec::fraction(0.5), &mut rng).unwrap();
-        assert_eq!(guide.0.load(Ordering::SeqCst), n * (1 + steps), "corrector steps {steps}");
+        assert_eq!(
+            guide.0.load(Ordering::SeqCst),
+            n * (1 + steps),
+            "corrector steps {steps}"
+        );
     }
 }

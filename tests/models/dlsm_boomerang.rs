@@ -17,7 +17,9 @@ use rand::SeedableRng;
 use std::sync::Arc;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dlsm").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dlsm")
+        .join(name)
 }
 
 fn rmse(a: &Array4<f32>, b: &Array4<f32>) -> f64 {
@@ -48,7 +50,12 @@ fn the_default_sampler_keeps_small_t_local_on_the_gaussian() {
     for t in [0.02, 0.05, 0.1] {
         let keys: Vec<u64> = (0..8).collect();
         let out = runner
-            .run_with(x0.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(4, &keys), None)
+            .run_with(
+                x0.view(),
+                TimeSpec::fraction(t),
+                &mut NoiseStreams::keyed(4, &keys),
+                None,
+            )
             .unwrap();
         let sigma = out.start.level.sigma;
         let a = 1.0 / (1.0 + sigma * sigma);
@@ -56,7 +63,10 @@ fn the_default_sampler_keeps_small_t_local_on_the_gaussian() {
         let want = (((1.0 - a) / d).powi(2) * S * S + S * S * (1.0 - a) * (1.0 - a + 2.0 * a * S * S) / (d * d)).sqrt();
         let got = rmse(&out.sample, &x0);
         eprintln!("default sampler, t = {t} (σ = {sigma:.4}): RMSE {got:.4}, exact reverse process {want:.4}");
-        assert!(got < 1.05 * want && got > 0.6 * want, "t = {t}: RMSE {got} vs closed form {want}");
+        assert!(
+            got < 1.05 * want && got > 0.6 * want,
+            "t = {t}: RMSE {got} vs closed form {want}"
+        );
         assert!(got < 0.1 * fresh, "t = {t}: not a near copy ({got} vs fresh {fresh})");
     }
 }
@@ -68,7 +78,8 @@ struct Tiny {
 
 fn tiny() -> Tiny {
     tch::set_num_threads(1);
-    let guide = Arc::new(ncsnpp::load_classifier_guide(fixture("tiny_clf"), &ClassifierLoadOptions::default()).unwrap());
+    let guide =
+        Arc::new(ncsnpp::load_classifier_guide(fixture("tiny_clf"), &ClassifierLoadOptions::default()).unwrap());
     let io = checkpoint::load_state_dict(fixture("tiny_a/io.safetensors")).unwrap();
     let t = io.get("x").unwrap();
     let x = Array4::from_shape_vec((2, 3, 16, 16), t.to_f32_vec().unwrap()).unwrap();
@@ -87,7 +98,9 @@ fn runner(guide: Option<(Arc<ClassifierGuide>, f64)>, labels: &[i64]) -> Runner 
     let mut b = model.into_builder().spacing(Spacing::Uniform(100));
     if let Some((g, scale)) = guide {
         let g: Arc<dyn boomerang::Guide> = g;
-        b = b.guidance(Guidance::classifier(scale, g)).condition(Condition::Class(labels.to_vec()));
+        b = b
+            .guidance(Guidance::classifier(scale, g))
+            .condition(Condition::Class(labels.to_vec()));
     }
     b.build().unwrap()
 }
@@ -99,9 +112,14 @@ fn guided_boomerang_with_the_tiny_networks() {
     let keys: Vec<u64> = (0..4).collect();
     let guided = runner(Some((guide.clone(), 1.0)), &labels);
     let run = |r: &Runner, t: f64, seed: u64| {
-        r.run_with(x0.view(), TimeSpec::fraction(t), &mut NoiseStreams::keyed(seed, &keys), None)
-            .unwrap()
-            .sample
+        r.run_with(
+            x0.view(),
+            TimeSpec::fraction(t),
+            &mut NoiseStreams::keyed(seed, &keys),
+            None,
+        )
+        .unwrap()
+        .sample
     };
 
     // Reproducible for a seed, different for another.
@@ -129,7 +147,10 @@ fn guided_boomerang_with_the_tiny_networks() {
     assert!(p.iter().all(|v| v.is_finite()));
 
     // Distance to the input grows with t.
-    let dists: Vec<f64> = [0.05, 0.2, 0.5].iter().map(|&t| rmse(&run(&guided, t, 1), &x0)).collect();
+    let dists: Vec<f64> = [0.05, 0.2, 0.5]
+        .iter()
+        .map(|&t| rmse(&run(&guided, t, 1), &x0))
+        .collect();
     eprintln!("guided tiny Boomerang: RMSE to the input at t = 0.05, 0.2, 0.5: {dists:?}");
     assert!(dists[0] < dists[1] && dists[1] < dists[2], "{dists:?}");
 
@@ -143,7 +164,12 @@ fn guided_boomerang_with_the_tiny_networks() {
     // 0.0886 at scale 1000.
     let p_of = |x: &Array4<f32>| -> f64 {
         let p = guide.probabilities(x.view(), &[0.01]).unwrap();
-        p.rows().into_iter().zip(&labels).map(|(r, &y)| r[y as usize] as f64).sum::<f64>() / labels.len() as f64
+        p.rows()
+            .into_iter()
+            .zip(&labels)
+            .map(|(r, &y)| r[y as usize] as f64)
+            .sum::<f64>()
+            / labels.len() as f64
     };
     let t = 0.5;
     let p: Vec<f64> = [None, Some(100.0), Some(1000.0)]
@@ -156,6 +182,9 @@ fn guided_boomerang_with_the_tiny_networks() {
             p_of(&run(&r, t, 3))
         })
         .collect();
-    eprintln!("t = {t}: mean p(y = 3) unguided {:.4}, scale 100 {:.4}, scale 1000 {:.4}", p[0], p[1], p[2]);
+    eprintln!(
+        "t = {t}: mean p(y = 3) unguided {:.4}, scale 100 {:.4}, scale 1000 {:.4}",
+        p[0], p[1], p[2]
+    );
     assert!(p[1] > p[0] + 1e-3 && p[2] > p[1] + 1e-2, "{p:?}");
 }

@@ -25,7 +25,9 @@ fn single_thread() {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dlsm").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dlsm")
+        .join(name)
 }
 
 fn io(name: &str) -> StateDict {
@@ -61,7 +63,9 @@ fn reference_section(header: &str) -> Vec<(String, Vec<usize>)> {
         if !inside || !line.starts_with("   ") || l == "..." || !l.ends_with(')') {
             continue;
         }
-        let Some((name, shape)) = l.split_once(" (") else { continue };
+        let Some((name, shape)) = l.split_once(" (") else {
+            continue;
+        };
         let dims = shape
             .trim_end_matches(')')
             .split(',')
@@ -152,7 +156,10 @@ fn the_preset_is_recognised_from_shapes_alone() {
     assert_eq!(cfg.num_classes(), None, "CIFAR-10 and CIFAR-100 cannot be told apart");
     sd.remove("all_modules.5.Conv_0.bias");
     let e = NcsnppConfig::infer_from_state_dict(&sd).unwrap_err().to_string();
-    assert!(e.contains("config.json") && e.contains("all_modules.5.Conv_0.bias"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("all_modules.5.Conv_0.bias"),
+        "{e}"
+    );
 }
 
 fn score(model: &ncsnpp::DlsmModel, x: &Array4<f32>, sigmas: &[f64]) -> Array4<f32> {
@@ -194,7 +201,11 @@ fn tiny_a_flat_safetensors_equal_the_container() {
     let b = flat.denoiser.model().state_dict().unwrap();
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, t) in a.iter() {
-        assert_eq!(t, b.get(k).unwrap(), "{k} differs between the container's EMA and the flat file");
+        assert_eq!(
+            t,
+            b.get(k).unwrap(),
+            "{k} differs between the container's EMA and the flat file"
+        );
     }
     let io = io("tiny_a");
     let x = arr4(io.get("x").unwrap());
@@ -230,7 +241,10 @@ fn tiny_b_container_without_ema() {
     let err = ncsnpp::load(fixture("tiny_b"), &DlsmLoadOptions::default()).unwrap_err();
     match &err {
         Error::Checkpoint { message, .. } => {
-            assert!(message.contains("no `ema`") && message.contains("Weights::Raw"), "{message}")
+            assert!(
+                message.contains("no `ema`") && message.contains("Weights::Raw"),
+                "{message}"
+            )
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -343,7 +357,10 @@ fn sigma_outside_the_sde_range_is_an_error() {
     single_thread();
     let model = ncsnpp::load(fixture("tiny_a"), &DlsmLoadOptions::default()).unwrap();
     let x = Array4::<f32>::from_elem((1, 3, 16, 16), 0.5);
-    let e = model.denoiser.predict(x.view(), &[f64::NAN], &Condition::None).unwrap_err();
+    let e = model
+        .denoiser
+        .predict(x.view(), &[f64::NAN], &Condition::None)
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidParameter { .. }), "{e}");
     for bad in [100.0, 0.001, 50.01] {
         let e = model.denoiser.predict(x.view(), &[bad], &Condition::None).unwrap_err();
@@ -414,14 +431,23 @@ fn bad_configs_name_the_field() {
     };
     let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
         ("model.nf", Box::new(|v| v["model"]["nf"] = 0.into())),
-        ("model.progressive", Box::new(|v| v["model"]["progressive"] = "sideways".into())),
+        (
+            "model.progressive",
+            Box::new(|v| v["model"]["progressive"] = "sideways".into()),
+        ),
         ("training.sde", Box::new(|v| v["training"]["sde"] = "vpsde".into())),
         ("model.name", Box::new(|v| v["model"]["name"] = "ddpm".into())),
         ("data.image_size", Box::new(|v| v["data"]["image_size"] = 17.into())),
-        ("model.fir_kernel", Box::new(|v| v["model"]["fir_kernel"] = serde_json::json!([1, -1]))),
+        (
+            "model.fir_kernel",
+            Box::new(|v| v["model"]["fir_kernel"] = serde_json::json!([1, -1])),
+        ),
         ("model.sigma_min", Box::new(|v| v["model"]["sigma_min"] = (-1.0).into())),
         ("model.nf/model.ch_mult", Box::new(|v| v["model"]["nf"] = 6.into())),
-        ("training.continuous", Box::new(|v| v["training"]["continuous"] = false.into())),
+        (
+            "training.continuous",
+            Box::new(|v| v["training"]["continuous"] = false.into()),
+        ),
         (
             "parameters",
             Box::new(|v| {
@@ -457,7 +483,9 @@ fn checkpoint_and_config_mismatches_are_clear() {
         config: Some(cfg),
         ..DlsmLoadOptions::default()
     };
-    let e = ncsnpp::load(fixture("tiny_a/ema.safetensors"), &opts).unwrap_err().to_string();
+    let e = ncsnpp::load(fixture("tiny_a/ema.safetensors"), &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("model.sigma_max"), "{e}");
     // Another architecture: the EMA list cannot be assigned.
     let mut cfg = NcsnppConfig::from_json(&text).unwrap();

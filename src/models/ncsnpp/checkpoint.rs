@@ -131,7 +131,11 @@ fn non_trainable(layout: &[ParamInfo]) -> Vec<&str> {
 /// `layout` is the network's (if its configuration is known; else DLSM's default, `sigmas`
 /// and `all_modules.0.W` non-trainable, is assumed for the EMA zip and the result is
 /// checked against the inferred configuration afterwards).
-pub(crate) fn read_score(path: &Path, layout: Option<&[ParamInfo]>, weights: Weights) -> Result<(StateDict, WeightsOrigin)> {
+pub(crate) fn read_score(
+    path: &Path,
+    layout: Option<&[ParamInfo]>,
+    weights: Weights,
+) -> Result<(StateDict, WeightsOrigin)> {
     let default_exclude = ["sigmas", "all_modules.0.W"];
     let exclude: Vec<&str> = match layout {
         Some(l) => non_trainable(l),
@@ -147,7 +151,9 @@ pub(crate) fn read_score(path: &Path, layout: Option<&[ParamInfo]>, weights: Wei
             },
         )
         .map(|sd| (sd, WeightsOrigin::Ema)),
-        Weights::Raw => checkpoint::load_state_dict_with(path, &Select::Path(&["model"])).map(|sd| (sd, WeightsOrigin::Raw)),
+        Weights::Raw => {
+            checkpoint::load_state_dict_with(path, &Select::Path(&["model"])).map(|sd| (sd, WeightsOrigin::Raw))
+        }
     };
     let (mut sd, origin) = match first {
         Ok(found) => found,
@@ -220,7 +226,12 @@ fn check_registration_order(sd: &StateDict, layout: Option<&[ParamInfo]>, path: 
 }
 
 /// Re-check an EMA state dict whose configuration was inferred after reading.
-pub(crate) fn check_inferred_order(sd: &StateDict, origin: WeightsOrigin, layout: &[ParamInfo], path: &Path) -> Result<()> {
+pub(crate) fn check_inferred_order(
+    sd: &StateDict,
+    origin: WeightsOrigin,
+    layout: &[ParamInfo],
+    path: &Path,
+) -> Result<()> {
     if origin == WeightsOrigin::Ema {
         check_registration_order(sd, Some(layout), path)?;
     }
@@ -292,7 +303,13 @@ pub(crate) fn infer_config(sd: &StateDict, path: &Path) -> Result<NcsnppConfig> 
     }
     let mut cfg = NcsnppConfig::dlsm_cifar10();
     cfg.data.dataset = String::new();
-    let snap = |v: f64, preset: f64| if ((v - preset) / preset).abs() < 1e-5 { preset } else { v };
+    let snap = |v: f64, preset: f64| {
+        if ((v - preset) / preset).abs() < 1e-5 {
+            preset
+        } else {
+            v
+        }
+    };
     cfg.model.sigma_max = snap(s[0] as f64, cfg.model.sigma_max);
     cfg.model.sigma_min = snap(s[s.len() - 1] as f64, cfg.model.sigma_min);
     cfg.model.num_scales = s.len();

@@ -350,8 +350,8 @@ impl NcsnppConfig {
     /// Parse the original config serialized as JSON (nested `data`, `model`, `training`,
     /// `sampling`, ... sections), then [`validate`](Self::validate) it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("NCSN++ config.json: {e}")))?;
+        let cfg: Self =
+            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("NCSN++ config.json: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -391,7 +391,10 @@ impl NcsnppConfig {
         let bad = |field: &str, why: String| Err(Error::param("NcsnppConfig", format!("{field}: {why}")));
         let m = &self.model;
         if !m.name.eq_ignore_ascii_case("ncsnpp") {
-            return bad("model.name", format!("`{}`: only ncsnpp models are handled here", m.name));
+            return bad(
+                "model.name",
+                format!("`{}`: only ncsnpp models are handled here", m.name),
+            );
         }
         if !self.training.sde.eq_ignore_ascii_case("vesde") {
             return bad(
@@ -418,7 +421,10 @@ impl NcsnppConfig {
             return bad("model.num_res_blocks", format!("{} is not in 1..=64", m.num_res_blocks));
         }
         if !(1..=64).contains(&self.data.num_channels) {
-            return bad("data.num_channels", format!("{} is not in 1..=64", self.data.num_channels));
+            return bad(
+                "data.num_channels",
+                format!("{} is not in 1..=64", self.data.num_channels),
+            );
         }
         let down = 1usize << (self.levels() - 1);
         if !(1..=4096).contains(&self.data.image_size) || self.data.image_size % down != 0 {
@@ -446,10 +452,7 @@ impl NcsnppConfig {
             {
                 return bad(
                     "model.fir_kernel",
-                    format!(
-                        "{:?}: need 1 to 16 finite taps with a non-zero sum",
-                        m.fir_kernel
-                    ),
+                    format!("{:?}: need 1 to 16 finite taps with a non-zero sum", m.fir_kernel),
                 );
             }
         }

@@ -156,7 +156,13 @@ impl Conv {
         padding: i64,
         bias: bool,
     ) -> Result<Self> {
-        let w = d.tensor(&format!("{prefix}.weight"), &[cout, cin, k, k], Role::Trainable, 0.0, None)?;
+        let w = d.tensor(
+            &format!("{prefix}.weight"),
+            &[cout, cin, k, k],
+            Role::Trainable,
+            0.0,
+            None,
+        )?;
         let b = if bias {
             Some(d.tensor(&format!("{prefix}.bias"), &[cout], Role::Trainable, 0.0, None)?)
         } else {
@@ -322,7 +328,9 @@ impl Fir {
             ww *= up;
         }
         if hh + p0 + p1 < 1 || ww + p0 + p1 < 1 {
-            return Err(Error::Shape(format!("FIR resampling of a {h}×{w} input leaves nothing")));
+            return Err(Error::Shape(format!(
+                "FIR resampling of a {h}×{w} input leaves nothing"
+            )));
         }
         let t = t.f_constant_pad_nd([p0, p1, p0, p1])?;
         let y = t.f_conv2d(k, None::<Tensor>, [down, down], [0, 0], [1, 1], 1)?;
@@ -604,7 +612,13 @@ impl Resampler {
             }
             (true, true) => Resampler::FirConv {
                 up,
-                w: d.tensor(&format!("{prefix}.Conv2d_0.weight"), &[cout, cin, 3, 3], Role::Trainable, 0.0, None)?,
+                w: d.tensor(
+                    &format!("{prefix}.Conv2d_0.weight"),
+                    &[cout, cin, 3, 3],
+                    Role::Trainable,
+                    0.0,
+                    None,
+                )?,
                 b: d.tensor(&format!("{prefix}.Conv2d_0.bias"), &[cout], Role::Trainable, 0.0, None)?,
             },
         })

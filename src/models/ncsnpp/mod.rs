@@ -272,7 +272,10 @@ fn locate(path: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
         };
         (weights, path.to_path_buf())
     } else {
-        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+        (
+            path.to_path_buf(),
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )
     };
     let cfg = dir.join("config.json");
     Ok((weights, cfg.is_file().then_some(cfg)))
@@ -293,7 +296,9 @@ pub fn load(path: impl AsRef<Path>, options: &DlsmLoadOptions) -> Result<DlsmMod
             c.validate()?;
             Some(c.clone())
         }
-        (None, Some(p)) => Some(NcsnppConfig::from_json(&read_text(p)?).map_err(|e| Error::checkpoint(p, e.to_string()))?),
+        (None, Some(p)) => {
+            Some(NcsnppConfig::from_json(&read_text(p)?).map_err(|e| Error::checkpoint(p, e.to_string()))?)
+        }
         (None, None) => None,
     };
     let layout = match &given {

@@ -25,9 +25,7 @@ use rand::SeedableRng;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::config::{
-    CombineMethod, EmbeddingType, NcsnppConfig, Progressive, ProgressiveInput, ResblockType,
-};
+use super::config::{CombineMethod, EmbeddingType, NcsnppConfig, Progressive, ProgressiveInput, ResblockType};
 use super::layers::{
     act, mean_down, nearest_up, residual, Attn, Block, Conv, Ctx, Decl, Fir, GroupNorm, Linear, ParamInfo, Resample,
     Resampler, ResnetBigGan, ResnetDdpm, Role,
@@ -58,7 +56,10 @@ pub(crate) fn layout(cfg: &NcsnppConfig) -> Result<Vec<ParamInfo>> {
 enum PyramidIn {
     None,
     /// `Combine`: a 1×1 conv of the (plainly downsampled) input, then cat or sum.
-    InputSkip { conv: Conv, cat: bool },
+    InputSkip {
+        conv: Conv,
+        cat: bool,
+    },
     /// A strided (FIR) conv of the pyramid, summed with the features.
     Residual(Resampler),
 }
@@ -81,7 +82,11 @@ enum PyramidOut {
     /// GroupNorm, act, 3×3 conv of the features (to the image channels for `output_skip`,
     /// to the features' width for `residual`); at lower levels `output_skip` adds the
     /// plainly upsampled pyramid.
-    Head { norm: GroupNorm, conv: Conv, first: bool },
+    Head {
+        norm: GroupNorm,
+        conv: Conv,
+        first: bool,
+    },
     /// `residual` below the top: an upsampling conv of the pyramid, summed with `h`.
     Residual(Resampler),
 }
@@ -160,7 +165,11 @@ impl Modules {
                 let out_ch = nf * mult;
                 let b = block(d, &next(), in_ch, out_ch, Resample::None)?;
                 in_ch = out_ch;
-                let a = if has_attn(l) { Some(Attn::new(d, &next(), in_ch)?) } else { None };
+                let a = if has_attn(l) {
+                    Some(Attn::new(d, &next(), in_ch)?)
+                } else {
+                    None
+                };
                 blocks.push((b, a));
                 hs_c.push(in_ch);
             }
@@ -200,7 +209,9 @@ impl Modules {
             down.push(DownLevel { blocks, down: down_op });
         }
 
-        in_ch = *hs_c.last().ok_or_else(|| Error::Model("internal error: empty skip list".into()))?;
+        in_ch = *hs_c
+            .last()
+            .ok_or_else(|| Error::Model("internal error: empty skip list".into()))?;
         let mid = (
             block(d, &next(), in_ch, in_ch, Resample::None)?,
             Attn::new(d, &next(), in_ch)?,
@@ -218,7 +229,11 @@ impl Modules {
                 blocks.push(block(d, &next(), in_ch + skip, out_ch, Resample::None)?);
                 in_ch = out_ch;
             }
-            let attn = if has_attn(l) { Some(Attn::new(d, &next(), in_ch)?) } else { None };
+            let attn = if has_attn(l) {
+                Some(Attn::new(d, &next(), in_ch)?)
+            } else {
+                None
+            };
             let pyramid = match (m.progressive, l + 1 == levels) {
                 (Progressive::None, _) => PyramidOut::None,
                 (Progressive::OutputSkip, first) => {
@@ -229,7 +244,11 @@ impl Modules {
                 (Progressive::Residual, true) => {
                     let norm = GroupNorm::new(d, &next(), in_ch)?;
                     let conv = Conv::conv3(d, &next(), in_ch, in_ch)?;
-                    PyramidOut::Head { norm, conv, first: true }
+                    PyramidOut::Head {
+                        norm,
+                        conv,
+                        first: true,
+                    }
                 }
                 (Progressive::Residual, false) => {
                     // pyramid_ch is the previous level's width: the block input before
@@ -347,7 +366,13 @@ impl NcsnppNet {
     /// `module.` prefix). The `sigmas` buffer must agree with `config`'s σ range and `N`
     /// (it is how a checkpoint says which SDE it was trained on). `source` names the
     /// origin in errors.
-    pub fn from_state_dict(config: NcsnppConfig, sd: StateDict, device: Device, kind: Kind, source: &Path) -> Result<Self> {
+    pub fn from_state_dict(
+        config: NcsnppConfig,
+        sd: StateDict,
+        device: Device,
+        kind: Kind,
+        source: &Path,
+    ) -> Result<Self> {
         check_sigmas(&config, &sd, source)?;
         let mut net = Self::declare(config, device, kind)?;
         net.load(&sd, source)?;
@@ -456,7 +481,10 @@ impl NcsnppNet {
                     .f_unsqueeze(1)?
                     .f_mul(&wf.f_unsqueeze(0)?)?
                     .f_mul_scalar(2.0 * PI)?;
-                (Tensor::f_cat(&[proj.f_sin()?, proj.f_cos()?], 1)?, sigma.shallow_clone())
+                (
+                    Tensor::f_cat(&[proj.f_sin()?, proj.f_cos()?], 1)?,
+                    sigma.shallow_clone(),
+                )
             }
             EmbeddingType::Positional => {
                 // score_sde's discrete VE labels: round((T − t)(N − 1)) with σ = σ(t).
@@ -525,7 +553,11 @@ impl NcsnppNet {
                     PyramidIn::InputSkip { conv, cat } => {
                         let p = ctx_down_plain(&ctx, ip()?)?;
                         let hp = conv.forward(&p)?;
-                        h = if *cat { Tensor::f_cat(&[hp, h], 1)? } else { hp.f_add(&h)? };
+                        h = if *cat {
+                            Tensor::f_cat(&[hp, h], 1)?
+                        } else {
+                            hp.f_add(&h)?
+                        };
                         input_pyramid = Some(p);
                     }
                     PyramidIn::Residual(r) => {
@@ -612,11 +644,18 @@ fn ctx_up_plain(ctx: &Ctx<'_>, x: &Tensor) -> Result<Tensor> {
 /// zero-padded to an odd `dim`; `f32`.
 fn timestep_embedding(t: &Tensor, dim: usize) -> Result<Tensor> {
     let half = (dim / 2) as i64;
-    let step = if half > 1 { -(10000f64.ln()) / (half - 1) as f64 } else { 0.0 };
+    let step = if half > 1 {
+        -(10000f64.ln()) / (half - 1) as f64
+    } else {
+        0.0
+    };
     let freqs = Tensor::f_arange(half, (Kind::Float, t.device()))?
         .f_mul_scalar(step)?
         .f_exp()?;
-    let args = t.f_to_kind(Kind::Float)?.f_unsqueeze(1)?.f_mul(&freqs.f_unsqueeze(0)?)?;
+    let args = t
+        .f_to_kind(Kind::Float)?
+        .f_unsqueeze(1)?
+        .f_mul(&freqs.f_unsqueeze(0)?)?;
     let emb = Tensor::f_cat(&[args.f_sin()?, args.f_cos()?], 1)?;
     if dim % 2 == 1 {
         Ok(emb.f_constant_pad_nd([0, 1])?)
@@ -743,7 +782,9 @@ impl TchModule for NcsnppNet {
         }
         let n = t.size().first().copied().unwrap_or(0).max(0) as usize;
         let mut host = vec![0f32; n];
-        t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_copy_data(&mut host, n)?;
+        t.f_to_kind(Kind::Float)?
+            .f_to_device(Device::Cpu)?
+            .f_copy_data(&mut host, n)?;
         self.check_sigmas(&host.iter().map(|&s| s as f64).collect::<Vec<_>>())?;
         self.forward(x, t)
     }
