@@ -429,7 +429,8 @@ fn bad_configs_name_the_field() {
         f(&mut v);
         NcsnppConfig::from_json(&v.to_string())
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("model.nf", Box::new(|v| v["model"]["nf"] = 0.into())),
         (
             "model.progressive",

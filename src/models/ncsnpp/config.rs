@@ -427,7 +427,7 @@ impl NcsnppConfig {
             );
         }
         let down = 1usize << (self.levels() - 1);
-        if !(1..=4096).contains(&self.data.image_size) || self.data.image_size % down != 0 {
+        if !(1..=4096).contains(&self.data.image_size) || !self.data.image_size.is_multiple_of(down) {
             return bad(
                 "data.image_size",
                 format!(

@@ -146,6 +146,8 @@ pub(crate) struct Conv {
 }
 
 impl Conv {
+    /// `nn.Conv2d(cin, cout, k, stride, padding, bias)`, its arguments in PyTorch's order.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         d: &mut Decl<'_>,
         prefix: &str,
@@ -217,7 +219,7 @@ pub(crate) struct GroupNorm {
 impl GroupNorm {
     pub fn new(d: &mut Decl<'_>, prefix: &str, c: usize) -> Result<Self> {
         let groups = (c / 4).min(32);
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(Error::param(
                 "NcsnppConfig",
                 format!(
