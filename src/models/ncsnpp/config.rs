@@ -322,7 +322,7 @@ pub struct NcsnppConfig {
 impl NcsnppConfig {
     /// DLSM's CIFAR-10 score model (`configs/eval/cifar10/eval_cifar10_configs.py`):
     /// nf 128, ch_mult (1,2,2,2), 8 BigGAN blocks per level, attention at 16, FIR
-    /// [1,3,3,1], skip rescaling, residual input pyramid, Fourier features (scale 16),
+    /// `[1,3,3,1]`, skip rescaling, residual input pyramid, Fourier features (scale 16),
     /// σ ∈ [0.01, 50], N = 1000; 107.59M parameters.
     pub fn dlsm_cifar10() -> Self {
         Self::default()

@@ -2,7 +2,7 @@
 //! FIR resampling (`upfirdn2d`), NIN, single-head attention, the DDPM++ and BigGAN++
 //! residual blocks, and the plain up/downsampling layers, all with fallible forwards.
 //!
-//! Layers declare their tensors through a [`Decl`], which either creates them in a
+//! Layers declare their tensors through a `Decl`, which either creates them in a
 //! `VarStore` or only records their names and shapes: the same constructors give the
 //! network and its analytic layout (parameter counts, registration order) without
 //! allocating anything.

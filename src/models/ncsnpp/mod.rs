@@ -2,14 +2,14 @@
 //! Score-based Data Generation"): NCSN++ score models on the VE SDE, DLSM's
 //! time-conditional classifier, and classifier guidance.
 //!
-//! - [`NcsnppNet`]: the score network (`models/ncsnpp.py`), a [`TchModule`] predicting the
+//! - [`NcsnppNet`]: the score network (`models/ncsnpp.py`), a [`TchModule`](crate::models::TchModule) predicting the
 //!   score ([`Parameterization::Score`](crate::Parameterization::Score)) from `x` in `[0, 1]`
 //!   ([`DataRange::ZeroToOne`](crate::DataRange::ZeroToOne), unless `data.centered`) at
 //!   the VE noise level σ ([`TimeInput::Sigma`](crate::TimeInput::Sigma)); a σ outside the
 //!   SDE's `[σ_min, σ_max]` is an error;
 //! - [`TimeCondResNet`] + [`ClassifierGuide`]: the classifier (`models/resnet_cond.py`) and
 //!   `∇x log p(y | x, σ)` by autograd, a [`Guide`] for
-//!   [`Guidance::Classifier`](crate::Guidance::Classifier): the score becomes
+//!   [`Guidance::Classifier`]: the score becomes
 //!   `s + scale·∇x log p(y | x, σ)` in every predictor AND corrector call (the crate applies
 //!   guidance on every network call), as DLSM's `sampling.py` does;
 //! - [`NcsnppConfig`] / [`ResNetCondConfig`]: the original `ml_collections` configs (read
