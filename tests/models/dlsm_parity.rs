@@ -527,3 +527,50 @@ fn half_precision_runs_close_to_f32() {
         eprintln!("tiny_a in {kind:?}: relative error {e:.2e}");
     }
 }
+
+#[test]
+fn random_networks_are_reproducible_and_round_trip() {
+    single_thread();
+    let text = std::fs::read_to_string(fixture("tiny_a/config.json")).unwrap();
+    let cfg = NcsnppConfig::from_json(&text).unwrap();
+    let a = ncsnpp::NcsnppNet::random(cfg.clone(), Device::Cpu, Kind::Float, 5).unwrap();
+    let b = ncsnpp::NcsnppNet::random(cfg.clone(), Device::Cpu, Kind::Float, 5).unwrap();
+    let sa = a.state_dict().unwrap();
+    assert_eq!(
+        sa.keys().collect::<Vec<_>>(),
+        b.state_dict().unwrap().keys().collect::<Vec<_>>()
+    );
+    for (k, t) in sa.iter() {
+        assert_eq!(t, b.state_dict().unwrap().get(k).unwrap(), "{k}");
+    }
+    assert_eq!(a.num_parameters(), cfg.num_parameters().unwrap());
+    // state_dict -> safetensors -> load gives the same network.
+    let dir = std::env::temp_dir().join(format!("dlsm_roundtrip_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("random.safetensors");
+    checkpoint::save_safetensors(&sa, &file).unwrap();
+    let opts = DlsmLoadOptions {
+        config: Some(cfg),
+        ..DlsmLoadOptions::default()
+    };
+    let loaded = ncsnpp::load(&file, &opts).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let x = Array4::<f32>::from_shape_fn((2, 3, 16, 16), |(n, c, h, w)| ((n + 2 * c + h * w) % 7) as f32 / 7.0);
+    let da = a.into_denoiser();
+    let want = da.predict(x.view(), &[0.5], &Condition::None).unwrap();
+    assert_eq!(
+        loaded.denoiser.predict(x.view(), &[0.5], &Condition::None).unwrap(),
+        want
+    );
+    assert!(want.iter().all(|v| v.is_finite()));
+
+    let clf = ResNetCondConfig::from_json(&text).unwrap();
+    let c1 = ncsnpp::TimeCondResNet::random(clf.clone(), Device::Cpu, Kind::Float, 2).unwrap();
+    assert_eq!(c1.num_parameters(), clf.num_parameters().unwrap());
+    let roles: Vec<Role> = c1.layout().iter().map(|p| p.role).collect();
+    assert_eq!(roles[0], Role::Frozen, "the classifier's Fourier W");
+    assert!(c1
+        .layout()
+        .iter()
+        .any(|p| p.role == Role::Buffer && p.name.ends_with("running_var")));
+}
