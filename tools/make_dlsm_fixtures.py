@@ -13,7 +13,11 @@ ema.py), written for this crate; the original repository is not imported (it com
 extensions at import time). Module registration order, and so the state-dict key order,
 follows the original exactly: `sigmas` buffer first, then `all_modules.<i>`.
 
-What it writes, all from fixed seeds and small (well under 1.5 MB):
+References are computed in float64 from the f32 weights (so they carry no f32 rounding of
+their own) and stored as f32; before finishing, every written weights file is loaded into a
+fresh network and checked to reproduce its references.
+
+What it writes, all from fixed seeds and small (about 1.1 MB):
 
 - `tiny_a/`: the DLSM CIFAR architecture in miniature (nf 8, ch_mult (1, 2), 1 block,
   attention at 8, 16x16 RGB, BigGAN blocks, FIR [1, 3, 3, 1], skip rescaling, residual input
@@ -30,12 +34,12 @@ What it writes, all from fixed seeds and small (well under 1.5 MB):
   - `io.safetensors`: inputs `x` (2x3x16x16 in [0, 1]) and `sigmas` (K); `score.<k>`: the
     EMA model's output at sigmas[k] for both items; `x_items`/`sigma_items`/`score_items`:
     one call with a different sigma per item; `score_raw`: the RAW weights at sigmas[1].
-- `tiny_b/`: other options (DDPM++ blocks, FIR resampling layers with convs, residual
+- `tiny_b/`: other options (nf 4, DDPM++ blocks, FIR resampling layers with convs, residual
   output pyramid, input_skip with cat, positional embedding of the discrete index, ELU, no
   skip rescaling, centered data, 8x8): `checkpoint.pth` is a container WITHOUT `ema`
   (`{'optimizer', 'model', 'step'}`), `config.json`, and `io.safetensors` with `labels` (the
   discrete indices), `sigmas = sigmas_buffer[labels]`, `score.<k>`.
-- `tiny_c/`: DDPM++ blocks without FIR (nearest / strided convs), output_skip pyramid,
+- `tiny_c/`: nf 4, ch_mult (1, 1), DDPM++ blocks without FIR (nearest / strided convs), output_skip pyramid,
   residual input pyramid without FIR, unconditional, ReLU, 8x8: `model.safetensors` (flat),
   `config.json`, `io.safetensors`.
 - `tiny_clf/`: a tiny time-conditional ResNet (width 4, blocks [1, 2, 1, 1], nf 8, 10
@@ -865,11 +869,19 @@ def main():
     nc = score_fixture("tiny_c", cfg_c, seed=41)
     nclf = classifier_fixture()
     cfg_a = base_config()
-    ka = [f"score.{k}" for k in range(4)]
-    verify("tiny_a", lambda: Ncsnpp(cfg_a), "ema.safetensors", lambda m, io, k: m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2))), ka)
-    verify("tiny_b", lambda: Ncsnpp(cfg_b), "checkpoint.pth", lambda m, io, k: m(d(io["x"]), io["labels"][int(k[-1])].long().repeat(2)), [f"score.{k}" for k in range(3)])
-    verify("tiny_c", lambda: Ncsnpp(cfg_c), "model.safetensors", lambda m, io, k: m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2))), [f"score.{k}" for k in range(3)])
-    verify("tiny_clf", lambda: Classifier(cfg_a["classifier"], 3, "swish"), "checkpoint.pth", lambda m, io, k: m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2))), [f"logits.{k}" for k in range(3)])
+
+    def at_sigma(m, io, k):
+        return m(d(io["x"]), d(io["sigmas"][int(k[-1])].repeat(2)))
+
+    def at_label(m, io, k):
+        return m(d(io["x"]), io["labels"][int(k[-1])].long().repeat(2))
+
+    verify("tiny_a", lambda: Ncsnpp(cfg_a), "ema.safetensors", at_sigma, [f"score.{k}" for k in range(4)])
+    verify("tiny_b", lambda: Ncsnpp(cfg_b), "checkpoint.pth", at_label, [f"score.{k}" for k in range(3)])
+    verify("tiny_c", lambda: Ncsnpp(cfg_c), "model.safetensors", at_sigma, [f"score.{k}" for k in range(3)])
+    clf = cfg_a["classifier"]
+    logits = [f"logits.{k}" for k in range(3)]
+    verify("tiny_clf", lambda: Classifier(clf, 3, "swish"), "checkpoint.pth", at_sigma, logits)
     total = 0
     for root, _, files in os.walk(OUT):
         for f in files:

@@ -355,7 +355,7 @@ impl Fir {
     /// `upsample_conv_2d(x, w, k, factor=2)` (+ bias): a stride-2 transposed convolution
     /// with the flipped, transposed weights, then the FIR filter.
     pub fn upsample_conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let conv_k = w.size()[3];
+        let (_, _, _, conv_k) = w.size4()?;
         let wt = w.f_flip([2, 3])?.f_transpose(0, 1)?;
         let y = x.f_conv_transpose2d(&wt, None::<Tensor>, [2, 2], [0, 0], [0, 0], 1, [1, 1])?;
         let p = (self.taps - 2) - (conv_k - 1);
@@ -366,7 +366,7 @@ impl Fir {
     /// `conv_downsample_2d(x, w, k, factor=2)` (+ bias): the FIR filter, then a stride-2
     /// convolution.
     pub fn conv_downsample(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let conv_k = w.size()[3];
+        let (_, _, _, conv_k) = w.size4()?;
         let p = (self.taps - 2) + (conv_k - 1);
         let y = Self::upfirdn(x, &self.down, 1, 1, floor_half(p + 1), floor_half(p))?;
         Ok(y.f_conv2d(w, Some(b), [2, 2], [0, 0], [1, 1], 1)?)
