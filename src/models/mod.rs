@@ -42,6 +42,8 @@ pub mod family;
 #[cfg(feature = "tch")]
 pub mod loading;
 #[cfg(feature = "tch")]
+pub mod ncsnpp;
+#[cfg(feature = "tch")]
 pub(crate) mod nn;
 #[cfg(feature = "tch")]
 pub mod patched;

@@ -136,9 +136,14 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
         load: None,
     },
     || FamilyEntry {
-        family: Family::Ncsnpp,
-        detect: |p| p.any_prefix("all_modules."),
+        family: Family::NoisyClassifier,
+        detect: is_noisy_classifier,
         load: None,
+    },
+    || FamilyEntry {
+        family: Family::Ncsnpp,
+        detect: is_ncsnpp,
+        load: loader!(super::ncsnpp::load_sampler),
     },
     || FamilyEntry {
         family: Family::ClipText,
@@ -169,6 +174,22 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
         load: None,
     },
 ];
+
+fn is_ncsnpp(p: &Probe) -> bool {
+    #[cfg(feature = "tch")]
+    let keys = super::ncsnpp::matches_keys(&p.key_strs());
+    #[cfg(not(feature = "tch"))]
+    let keys = p.any_prefix("all_modules.");
+    keys
+}
+
+fn is_noisy_classifier(p: &Probe) -> bool {
+    #[cfg(feature = "tch")]
+    let keys = super::ncsnpp::matches_classifier_keys(&p.key_strs());
+    #[cfg(not(feature = "tch"))]
+    let keys = p.any_prefix("classifier.classifier.") || p.any_prefix("classifier.condition_modules.");
+    keys
+}
 
 fn is_patched(p: &Probe) -> bool {
     let config = p.config.as_ref().is_some_and(|c| c.get("patch_size").is_some());

@@ -14,7 +14,13 @@ use crate::Result;
 ///
 /// score_sde averages the norms over the batch; here they are per item so an item's result
 /// does not depend on its batch (identical for batch size 1). `σ_cur` is the continuous
-/// `σ(t)` at the grid time, so the run starts exactly at Boomerang's `t`.
+/// `σ(t)` at the grid time, so the run starts exactly at Boomerang's `t` (DLSM's predictor
+/// uses the discrete `σ_i`, `i = ⌊t(N−1)⌋`, and `σ_{i−1}` for `G²`, which differ from these
+/// by less than one grid step).
+///
+/// Each corrector step is a Markov step towards the whole marginal `p_σ`: on data whose
+/// score is small next to `1/σ` its step `ε` does not shrink with σ, and a run from `t`
+/// forgets `x0` (see [`Sampler::PredictorCorrector`](super::Sampler::PredictorCorrector)).
 pub(super) fn step(
     snr: f64,
     corrector_steps: usize,

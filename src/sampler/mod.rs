@@ -62,6 +62,15 @@ pub enum Sampler {
     /// Reverse-diffusion predictor with a Langevin corrector (VE schedules):
     /// corrector `x += ε·s + √(2ε)·z`, `ε = 2(snr·‖z‖/‖s‖)²` (per item), then predictor
     /// `x += (σ_cur² − σ_next²)·s + √(σ_cur² − σ_next²)·z`; the last step returns the mean.
+    ///
+    /// The corrector targets the whole marginal `p_σ`, not the neighbourhood of Boomerang's
+    /// input: where the score is small next to `1/σ` (broad data such as
+    /// [`GaussianDenoiser`](crate::analytic::GaussianDenoiser)), `ε ≈ 2snr²·(s² + σ²)`
+    /// does not shrink with σ and each step keeps only `1 − 2snr²` (0.95 at snr 0.16) of
+    /// the sample's deviation, so the ~`t·N` corrector steps of a run from `t` forget `x0`
+    /// (tests/core/pc_locality.rs checks this against its closed form). On image data the
+    /// score at small σ is `~√d/σ`, `ε ≈ 2snr²σ²`, and the corrector stays local. With
+    /// `corrector_steps = 0` this is the reverse-diffusion predictor alone.
     PredictorCorrector {
         /// Corrector signal-to-noise ratio (DLSM: 0.16).
         snr: f64,

@@ -21,6 +21,7 @@ mod guidance;
 mod hostile_checkpoints;
 mod hostile_paths;
 mod image_io;
+mod pc_locality;
 mod predictor_corrector;
 mod registry;
 mod schedule_props;

@@ -15,6 +15,8 @@ mod cli_sd;
 mod cli_train;
 mod ddpm_boomerang;
 mod ddpm_parity;
+mod dlsm_boomerang;
+mod dlsm_parity;
 mod patched_boomerang;
 mod patched_parity;
 mod pretrained;
