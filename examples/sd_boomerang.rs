@@ -110,7 +110,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut noise = NoiseStreams::keyed(seed, &[0]);
         let started = std::time::Instant::now();
         let mut cb = |info: &boomerang::StepInfo<'_>| {
-            if info.index + 1 == info.total || info.index % 10 == 0 {
+            if info.index + 1 == info.total || info.index.is_multiple_of(10) {
                 eprint!("\r  t = {t}: step {}/{}", info.index + 1, info.total);
             }
         };

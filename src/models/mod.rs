@@ -1,26 +1,21 @@
-//! The model families and the registry that detects and loads them.
+//! The model families and the [`registry`] that detects and loads them.
 //!
-//! Every network here is a [`TchModule`]: a forward pass on `tch` tensors. [`TchDenoiser`]
-//! turns any of them into a [`Denoiser`], the ndarray seam the samplers and the Boomerang
-//! core talk to; it is the ONE place where host arrays become tensors and back:
-//!
-//! - the batch is moved to the model's [`Device`] and compute [`Kind`] once per call
-//!   (a contiguous input is copied straight from its slice, with no intermediate buffer);
-//! - large batches run in chunks of [`TchDenoiser::max_batch`] items;
-//! - every call runs under `no_grad`, and the result comes back as `f32` whatever the
-//!   compute kind;
-//! - no noise is drawn here (the core draws it on the host), so results do not depend on
-//!   libtorch's global RNG;
-//! - no panic crosses the API: the tch calls use the fallible `f_*` forms, and the forward
-//!   pass runs inside [`std::panic::catch_unwind`] (see [`TchDenoiser`]), where any panic
-//!   left in libtorch's Rust bindings becomes [`Error::Model`].
-//!
-//! Families: [`ddpm`] (the DDPM UNet of Ho et al., as used by FastDPM and the
-//! `google/ddpm-*` diffusers checkpoints), [`stable_diffusion`] (SD 1.x/2.x from diffusers
-//! folders), and [`pretrained`], the crate's embedded default model. [`loading`] copies state dicts read by
-//! [`crate::checkpoint`] into a `VarStore`, naming missing, unexpected and misshaped keys.
+//! - [`registry::detect`] tells a checkpoint's [`Family`] from its config files and tensor
+//!   key names (header only); [`registry::load`] returns any family as a
+//!   [`LocalSampler`](crate::core::local::LocalSampler) with its [`ModelDescription`];
+//! - one folder per family: `ddpm` (Ho et al.'s UNet, FastDPM, `google/ddpm-*`),
+//!   `stable_diffusion` (SD 1.x/2.x diffusers folders, latent space), `patched` (Patched
+//!   Diffusion), `ncsnpp` (DLSM's score models and time-conditional classifier), and
+//!   `pretrained`, the embedded default model;
+//! - with the `tch` feature, every network is a `TchModule` (a forward pass on `tch`
+//!   tensors) behind the `Denoiser` seam as `TchDenoiser`, the ONE place where host arrays
+//!   become tensors and back (device and dtype moves, chunking, `no_grad`, the panic
+//!   boundary); `loading` copies state dicts read by [`crate::checkpoint`] into a `VarStore`,
+//!   naming missing, unexpected and misshaped keys.
 //!
 //! ```no_run
+//! # #[cfg(feature = "tch")]
+//! # fn main() -> boomerang::Result<()> {
 //! use boomerang::models::{ddpm::DdpmUNet, Device, Kind, TchDenoiser};
 //! use boomerang::{schedule::DiscreteSchedule, Boomerang, Sampler, Spacing, TimeSpec};
 //! use rand::SeedableRng;
@@ -34,7 +29,10 @@
 //! let x0 = ndarray::Array4::<f32>::zeros((4, 3, 32, 32));
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 //! let x = runner.run(x0.view(), TimeSpec::fraction(0.2), &mut rng)?;
-//! # Ok::<(), boomerang::Error>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tch"))]
+//! # fn main() {}
 //! ```
 
 pub mod ddpm;

@@ -603,7 +603,7 @@ impl DdpmConfig {
 
     /// The diffusers `UNet2DModel` `config.json` describing this architecture (the inverse of
     /// [`from_diffusers_json`](DdpmConfig::from_diffusers_json)); with weights in either
-    /// naming beside it, [`DdpmUNet::load`] reads the folder.
+    /// naming beside it, `DdpmUNet::load` reads the folder.
     pub fn to_diffusers_json(&self) -> Result<String> {
         self.validate()?;
         if !self.resamp_with_conv {

@@ -22,7 +22,7 @@
 //! `q, k, v`, softmax of `qᵀk·C^−½` over the keys, 1×1 `proj_out`, residual. GroupNorm has
 //! 32 groups and `eps = 1e-6`; dropout is the identity here (inference).
 //!
-//! [`DdpmUNet`]'s `VarStore` paths are the original key names (`temb.dense.0.weight`,
+//! `DdpmUNet`'s `VarStore` paths are the original key names (`temb.dense.0.weight`,
 //! `down.1.attn.0.q.weight`, `mid.block_1.norm1.bias`, `up.0.upsample.conv.weight`,
 //! `norm_out.weight`, ...): loading pesser's or DDIM's checkpoints is a name-for-name copy.
 //! diffusers' names are mapped onto them by [`diffusers_to_original`].

@@ -398,7 +398,7 @@ impl UNetConfig {
         }
         for (i, p) in self.down_plans()?.iter().enumerate() {
             let c = self.block_out_channels[i];
-            if p.cross_attention && c % p.heads != 0 {
+            if p.cross_attention && !c.is_multiple_of(p.heads) {
                 return Err(Error::param(
                     "attention_head_dim",
                     format!("{} heads do not divide the {c} channels of block {i}", p.heads),
@@ -679,7 +679,10 @@ impl ClipTextConfig {
 
     /// Check the settings.
     pub fn validate(&self) -> Result<()> {
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(Error::param(
                 "num_attention_heads",
                 format!(
@@ -883,6 +886,15 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_str(&text).map_err(|e| Error::checkpoint(path, format!("invalid JSON: {e}")))
 }
 
+/// Apply an activation.
+pub(crate) fn activate(x: &tch::Tensor, act: Activation) -> Result<tch::Tensor> {
+    Ok(match act {
+        Activation::Silu => x.f_silu()?,
+        Activation::Gelu => x.f_gelu("none")?,
+        Activation::Mish => x.f_mish()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,13 +925,4 @@ mod tests {
         let bad = UNetConfig::from_json(r#"{"attention_head_dim": [5, 10]}"#).unwrap();
         assert!(bad.validate().is_err());
     }
-}
-
-/// Apply an activation.
-pub(crate) fn activate(x: &tch::Tensor, act: Activation) -> Result<tch::Tensor> {
-    Ok(match act {
-        Activation::Silu => x.f_silu()?,
-        Activation::Gelu => x.f_gelu("none")?,
-        Activation::Mish => x.f_mish()?,
-    })
 }
