@@ -277,7 +277,16 @@ pub fn probe(path: &Path) -> Result<Probe> {
 /// a `module.` prefix removed, else every tensor's key path.
 pub fn tensor_names(path: &Path) -> Result<Vec<String>> {
     let inventory = checkpoint::inspect(path)?;
-    let keys: Vec<String> = match inventory.select(&checkpoint::Select::Auto) {
+    // A training container (`{'model', 'ema', 'optimizer', 'step'}`, score_sde / DLSM): the
+    // model's own state dict names it, whatever weights a loader later picks.
+    let container = inventory.tensors().any(|(k, _)| k.starts_with("model."))
+        && inventory.entries().iter().any(|e| e.key.starts_with("ema."));
+    let picked = if container {
+        inventory.select(&checkpoint::Select::Path(&["model"]))
+    } else {
+        inventory.select(&checkpoint::Select::Auto)
+    };
+    let keys: Vec<String> = match picked {
         Ok(picked) => picked.into_iter().map(|(k, _)| k).collect(),
         Err(_) => inventory.tensors().map(|(k, _)| k.to_string()).collect(),
     };

@@ -11,6 +11,7 @@ mod cli_common;
 
 mod apps_lpips;
 mod cli_ddpm;
+mod cli_families;
 mod cli_sd;
 mod cli_train;
 mod ddpm_boomerang;

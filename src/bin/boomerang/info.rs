@@ -38,10 +38,15 @@ fn read_file(path: &Path, select: &Select<'_>) -> FileInfo {
     match Checkpoint::open(path) {
         Ok(ckpt) => {
             let state = ckpt.state_dict(select).map_err(|e| e.to_string());
-            let family = state
-                .as_ref()
-                .map(|sd| registry::family_of_keys(sd.keys().map(str::to_string).collect()))
-                .unwrap_or(Family::Unknown);
+            // The registry's rules see the file as the loaders do (a training container's
+            // model dict); the selected weights' names are the fallback.
+            let family = match registry::detect(path) {
+                Ok(found) if found.family != Family::Unknown => found.family,
+                _ => state
+                    .as_ref()
+                    .map(|sd| registry::family_of_keys(sd.keys().map(str::to_string).collect()))
+                    .unwrap_or(Family::Unknown),
+            };
             FileInfo {
                 path: path.to_path_buf(),
                 format: Some(ckpt.format()),
