@@ -546,7 +546,7 @@ impl Trainer {
             let loss = self.train_step(data)?;
             writeln!(csv, "{},{loss}", self.step).map_err(|e| Error::io(&csv_path, e))?;
             progress(self.step, loss);
-            if self.step % self.config.checkpoint_every == 0 || self.step == self.config.steps {
+            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == self.config.steps {
                 csv.flush().map_err(|e| Error::io(&csv_path, e))?;
                 self.save_checkpoint(dir)?;
             }
