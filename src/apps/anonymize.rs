@@ -617,7 +617,9 @@ impl AnonymizeJob {
                     let now = file_content_id(&tree.path(&item.output), MAX_IMAGE_FILE_BYTES);
                     recs.iter()
                         .any(|r| r.output == item.output && r.file.is_some() && r.file == now)
-                });
+                })
+                // A recorded output that is a copy of its input is never done.
+                && !same_bytes(&self.input.join(&item.input), &tree.path(&item.output));
             if done {
                 report.already_done += 1;
             } else {
@@ -855,6 +857,22 @@ impl AnonymizeJob {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Whether two regular files hold the same bytes (lengths compared first).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(ma), Ok(mb)) if ma.is_file() && mb.is_file() && ma.len() == mb.len() => {
+            match (
+                read_regular(a, MAX_IMAGE_FILE_BYTES),
+                read_regular(b, MAX_IMAGE_FILE_BYTES),
+            ) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 

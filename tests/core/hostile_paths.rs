@@ -311,6 +311,27 @@ fn copies_of_the_originals_are_never_recorded_as_anonymized() {
         &[],
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("4 already done"));
+    // A manifest line forged to record a copy of the original does not make it done.
+    let forged = root.join("forged");
+    std::fs::create_dir_all(forged.join("a")).unwrap();
+    std::fs::write(forged.join("a/img0.png"), &copies["a/img0.png"]).unwrap();
+    let line = manifest(&out.join("manifest.jsonl"))
+        .into_iter()
+        .find(|e| e["status"] == "ok" && e["input"] == "a/img0.png")
+        .unwrap();
+    let (len, hash) = boomerang::apps::paths::content_id(&copies["a/img0.png"]);
+    let mut line = line.as_object().unwrap().clone();
+    line.insert("file_bytes".into(), len.into());
+    line.insert("file_hash".into(), hash.into());
+    line.insert("mse".into(), 0.01.into());
+    std::fs::write(
+        forged.join("manifest.jsonl"),
+        format!("{}\n", serde_json::Value::Object(line)),
+    )
+    .unwrap();
+    let o = run_ok(&anonymize(&input, &forged, &[]), &[]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not what this run makes"));
+    assert_eq!(std::fs::read(forged.join("a/img0.png")).unwrap(), copies["a/img0.png"]);
     // A recorded output replaced by its original afterwards is not done any more.
     std::fs::write(out.join("a/img0.png"), &copies["a/img0.png"]).unwrap();
     let o = run_ok(&anonymize(&input, &out, &[]), &[]);
