@@ -65,11 +65,11 @@ use crate::apps::dataset::{
     SizePolicy,
 };
 use crate::apps::keys::path_key;
+use crate::apps::keys::{content_id, file_content_id};
 use crate::apps::limits::check_batch_size;
 use crate::apps::metrics::{distances, Distances};
 use crate::apps::paths::{
-    check_separate, content_id, file_content_id, read_regular, temp_target, visit_lines, JsonLog, OutputPlan,
-    OutputState, OutputTree, RelPath,
+    check_separate, read_regular, temp_target, visit_lines, JsonLog, OutputPlan, OutputState, OutputTree, RelPath,
 };
 use crate::core::local::LocalSampler;
 use crate::core::noise::NoiseStreams;
@@ -304,7 +304,7 @@ pub struct ManifestEntry {
     /// Length in bytes of the file written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_bytes: Option<u64>,
-    /// Content hash of the file written ([`crate::apps::paths::content_id`]: 16 hex digits,
+    /// Content hash of the file written ([`crate::apps::keys::content_id`]: 16 hex digits,
     /// not cryptographic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_hash: Option<String>,

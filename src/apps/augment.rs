@@ -46,11 +46,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::apps::dataset::{format_time, list_images, load_for_model_with, stack, LoadedImage, SizePolicy};
+use crate::apps::keys::{content_id, file_content_id};
 use crate::apps::keys::{derive_key, path_key, unit_f64};
 use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES};
 use crate::apps::paths::{
-    check_separate, content_id, file_content_id, read_regular, visit_lines, JsonLog, OutputPlan, OutputState,
-    OutputTree, RelPath,
+    check_separate, read_regular, visit_lines, JsonLog, OutputPlan, OutputState, OutputTree, RelPath,
 };
 use crate::core::local::LocalSampler;
 use crate::core::noise::NoiseStreams;
@@ -298,7 +298,7 @@ pub struct AugmentEntry {
     pub size_policy: String,
     /// Length of the file written.
     pub file_bytes: u64,
-    /// Content hash of the file written ([`crate::apps::paths::content_id`]).
+    /// Content hash of the file written ([`crate::apps::keys::content_id`]).
     pub file_hash: String,
     /// Whatever else the caller records (sampler, steps, ...).
     #[serde(default, flatten)]

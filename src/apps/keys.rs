@@ -91,6 +91,25 @@ pub fn unit_f64(key: u64) -> f64 {
     (splitmix64(key) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// The length and a 64-bit content hash (FNV-1a + SplitMix64, [`hash_bytes`],
+/// as 16 hex digits) of some bytes, as manifests record written files. It tells a file this
+/// job wrote from one it did not; it is not a cryptographic hash (whoever can write the output
+/// folder can rewrite its manifest as well).
+pub fn content_id(bytes: &[u8]) -> (u64, String) {
+    (bytes.len() as u64, format!("{:016x}", hash_bytes(bytes)))
+}
+
+/// [`content_id`] of the regular file at `path` (`None` if it is missing, a link or not a
+/// regular file, or if it is larger than `max_bytes`).
+pub(crate) fn file_content_id(path: &Path, max_bytes: u64) -> Option<(u64, String)> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > max_bytes {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    Some(content_id(&bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

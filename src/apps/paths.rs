@@ -764,28 +764,6 @@ fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
         .find(|&i| &hay[i..i + needle.len()] == needle)
 }
 
-/// The length and a 64-bit content hash (FNV-1a + SplitMix64, [`crate::apps::keys::hash_bytes`],
-/// as 16 hex digits) of some bytes, as manifests record written files. It tells a file this
-/// job wrote from one it did not; it is not a cryptographic hash (whoever can write the output
-/// folder can rewrite its manifest as well).
-pub fn content_id(bytes: &[u8]) -> (u64, String) {
-    (
-        bytes.len() as u64,
-        format!("{:016x}", crate::apps::keys::hash_bytes(bytes)),
-    )
-}
-
-/// [`content_id`] of the regular file at `path` (`None` if it is missing, a link or not a
-/// regular file, or if it is larger than `max_bytes`).
-pub(crate) fn file_content_id(path: &Path, max_bytes: u64) -> Option<(u64, String)> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > max_bytes {
-        return None;
-    }
-    let bytes = std::fs::read(path).ok()?;
-    Some(content_id(&bytes))
-}
-
 /// Open a regular file for reading; special files (FIFOs, devices, sockets, folders) are
 /// refused before they are opened (opening a FIFO blocks, reading a device never ends), and
 /// the file opened is checked again.

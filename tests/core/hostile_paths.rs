@@ -319,7 +319,7 @@ fn copies_of_the_originals_are_never_recorded_as_anonymized() {
         .into_iter()
         .find(|e| e["status"] == "ok" && e["input"] == "a/img0.png")
         .unwrap();
-    let (len, hash) = boomerang::apps::paths::content_id(&copies["a/img0.png"]);
+    let (len, hash) = boomerang::apps::keys::content_id(&copies["a/img0.png"]);
     let mut line = line.as_object().unwrap().clone();
     line.insert("file_bytes".into(), len.into());
     line.insert("file_hash".into(), hash.into());

@@ -400,3 +400,22 @@ pub(crate) fn infer_classifier_config(sd: &StateDict, path: &Path) -> Result<Res
         .map_err(|e| Error::checkpoint(path, format!("inferred classifier configuration: {e}")))?;
     Ok(cfg)
 }
+
+impl NcsnppConfig {
+    /// The released architecture a flat state dict (names without `module.`) has: DLSM's
+    /// CIFAR NCSN++, with the SDE's σ range and `N` read off its `sigmas` buffer. The
+    /// dataset cannot be told from the weights (CIFAR-10 and CIFAR-100 models have the same
+    /// shapes) and is left empty. Any other architecture is an error asking for the config.
+    pub fn infer_from_state_dict(sd: &crate::checkpoint::StateDict) -> Result<Self> {
+        infer_config(sd, std::path::Path::new("<state dict>"))
+    }
+}
+
+impl ResNetCondConfig {
+    /// The architecture a flat classifier state dict has (`nf`, width, channels, blocks
+    /// per stage and classes from the shapes; Fourier scale 16 and pooling kernel 4, which
+    /// are not stored, assumed).
+    pub fn infer_from_state_dict(sd: &crate::checkpoint::StateDict) -> Result<Self> {
+        infer_classifier_config(sd, std::path::Path::new("<state dict>"))
+    }
+}

@@ -356,14 +356,6 @@ impl NcsnppConfig {
         Ok(cfg)
     }
 
-    /// The released architecture a flat state dict (names without `module.`) has: DLSM's
-    /// CIFAR NCSN++, with the SDE's σ range and `N` read off its `sigmas` buffer. The
-    /// dataset cannot be told from the weights (CIFAR-10 and CIFAR-100 models have the same
-    /// shapes) and is left empty. Any other architecture is an error asking for the config.
-    pub fn infer_from_state_dict(sd: &crate::checkpoint::StateDict) -> Result<Self> {
-        super::checkpoint::infer_config(sd, std::path::Path::new("<state dict>"))
-    }
-
     /// The classes of `data.dataset` (`CIFAR10`: 10, `CIFAR100`: 100), if known.
     pub fn num_classes(&self) -> Option<usize> {
         dataset_classes(&self.data.dataset)
@@ -627,13 +619,6 @@ impl ResNetCondConfig {
         cfg.nonlinearity = f.model.nonlinearity.unwrap_or(cfg.nonlinearity);
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// The architecture a flat classifier state dict has (`nf`, width, channels, blocks
-    /// per stage and classes from the shapes; Fourier scale 16 and pooling kernel 4, which
-    /// are not stored, assumed).
-    pub fn infer_from_state_dict(sd: &crate::checkpoint::StateDict) -> Result<Self> {
-        super::checkpoint::infer_classifier_config(sd, std::path::Path::new("<state dict>"))
     }
 
     /// Widths of the four stages.
