@@ -65,7 +65,10 @@ fn anonymize_with_a_ddpm_checkpoint_is_deterministic_and_resumable() {
 fn info_sample_and_errors_with_ddpm_files() {
     let out = run_ok(&["info", &fixture("tiny3_diffusers")], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("DDPM UNet") && text.contains("diffusers UNet2DModel"), "{text}");
+    assert!(
+        text.contains("DDPM UNet") && text.contains("diffusers UNet2DModel"),
+        "{text}"
+    );
     let out = run_ok(&["info", &fixture("tiny3.ckpt")], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("pesser"));
 
