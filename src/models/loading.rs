@@ -158,3 +158,24 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
     sd.strip_prefix("module.");
     Ok(sd)
 }
+
+/// The variables of `vs` as `f32` host tensors sorted by name: what a network's
+/// `state_dict()` returns (for saving with
+/// [`save_safetensors`](crate::checkpoint::save_safetensors)).
+pub fn var_store_state_dict(vs: &VarStore) -> Result<StateDict> {
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    crate::models::guard_panics(|| {
+        let mut sd = StateDict::new();
+        for name in names {
+            let t = vars[name].f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)?;
+            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+            let numel: usize = shape.iter().product();
+            let mut values = vec![0f32; numel];
+            t.f_copy_data(&mut values, numel)?;
+            sd.insert(name.clone(), TensorData::from_f32(shape, &values));
+        }
+        Ok(sd)
+    })
+}

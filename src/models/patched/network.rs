@@ -8,7 +8,7 @@ use tch::nn::{Init, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use super::config::{Layer, PatchedConfig, Plan};
-use crate::checkpoint::{StateDict, TensorData};
+use crate::checkpoint::StateDict;
 use crate::models::loading::{self, LoadOptions};
 use crate::models::nn::{Conv2d, Embedding, Linear};
 use crate::models::TchModule;
@@ -402,21 +402,7 @@ impl PatchedUNet {
     /// The weights in original naming as `f32` host tensors, sorted by name (e.g. for
     /// [`save_safetensors`](crate::checkpoint::save_safetensors)).
     pub fn state_dict(&self) -> Result<StateDict> {
-        let vars = self.vs.variables();
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        crate::models::guard_panics(|| {
-            let mut sd = StateDict::new();
-            for name in names {
-                let t = vars[name].f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?;
-                let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-                let numel: usize = shape.iter().product();
-                let mut values = vec![0f32; numel];
-                t.f_copy_data(&mut values, numel)?;
-                sd.insert(name.clone(), TensorData::from_f32(shape, &values));
-            }
-            Ok(sd)
-        })
+        crate::models::loading::var_store_state_dict(&self.vs)
     }
 
     /// `to_patches`: `[B, C, H, W] → [B, P²C, H/P, W/P]`, channel `(ph·P + pw)·C + c`.
