@@ -37,7 +37,7 @@
 //! - [`shapes`]: a procedural image family (the default model's data) with a membership test;
 //! - [`checkpoint`]: safetensors and PyTorch checkpoints read in pure Rust, never executing
 //!   pickled code;
-//! - applications on one [`core::local::LocalSampler`] trait: [`apps::enhance`], [`apps::augment`],
+//! - applications on one [`core::pipeline::Pipeline`] trait: [`apps::enhance`], [`apps::augment`],
 //!   [`apps::anonymize`], with [`apps::metrics`];
 //! - with `tch`: `models` (the DDPM UNet, Stable Diffusion, and `models::pretrained`, a
 //!   small model of the [`shapes`] family embedded in the crate, so everything runs offline)

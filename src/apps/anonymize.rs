@@ -71,7 +71,7 @@ use crate::apps::metrics::{distances, Distances};
 use crate::apps::paths::{
     check_separate, read_regular, temp_target, visit_lines, JsonLog, OutputPlan, OutputState, OutputTree, RelPath,
 };
-use crate::core::local::LocalSampler;
+use crate::core::pipeline::Pipeline;
 use crate::core::noise::NoiseStreams;
 use crate::image_io::{decode_bytes, encode_image, output_format, ImageLimits, MAX_IMAGE_FILE_BYTES};
 use crate::schedule::TimeSpec;
@@ -516,13 +516,13 @@ impl AnonymizeJob {
         None
     }
 
-    /// Run the job with `runner` (any [`LocalSampler`]: a [`crate::Boomerang`] runner, Stable
+    /// Run the job with `runner` (any [`Pipeline`]: a [`crate::Boomerang`] runner, Stable
     /// Diffusion, ...); `progress` is called after each batch. Per-image problems
     /// are recorded and skipped; only problems with the job itself (bad folders, a bad `t`,
     /// a folder made with other settings, a link in the output tree, an unwritable manifest,
     /// a failing model) are errors, and every check of the job is made before anything is
     /// written.
-    pub fn run<S: LocalSampler + ?Sized>(&self, runner: &S, progress: &mut dyn FnMut(&Progress)) -> Result<Report> {
+    pub fn run<S: Pipeline + ?Sized>(&self, runner: &S, progress: &mut dyn FnMut(&Progress)) -> Result<Report> {
         check_batch_size(self.batch_size)?;
         let t_native = Some(runner.start_time(self.t)?);
         check_separate(&self.input, &self.output)?;
@@ -878,7 +878,7 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
 
 /// Anonymize one in-memory batch (`N×C×H×W`, in the model's range) with the same seeding as
 /// [`AnonymizeJob`]: item `i` uses stream `keys[i]` of `seed`.
-pub fn anonymize_batch<S: LocalSampler + ?Sized>(
+pub fn anonymize_batch<S: Pipeline + ?Sized>(
     runner: &S,
     images: ndarray::ArrayView4<'_, f32>,
     keys: &[u64],

@@ -52,7 +52,7 @@ use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES};
 use crate::apps::paths::{
     check_separate, read_regular, visit_lines, JsonLog, OutputPlan, OutputState, OutputTree, RelPath,
 };
-use crate::core::local::LocalSampler;
+use crate::core::pipeline::Pipeline;
 use crate::core::noise::NoiseStreams;
 use crate::image_io::{encode_image, ImageLimits, MAX_IMAGE_FILE_BYTES};
 use crate::schedule::TimeSpec;
@@ -123,7 +123,7 @@ struct Unit<'a> {
 
 /// Run a list of units in model batches of at most `batch_size` (0: no limit), grouped by
 /// starting time and shape; returns samples in the order of `units`.
-fn run_units<S: LocalSampler + ?Sized>(
+fn run_units<S: Pipeline + ?Sized>(
     runner: &S,
     units: &[Unit<'_>],
     seed: u64,
@@ -166,7 +166,7 @@ fn run_units<S: LocalSampler + ?Sized>(
 /// `copies` local samples of each image of `images` (`N×C×H×W`, in the model's range),
 /// item-major (`item·copies + copy`). `keys` names the images (one each); `batch_size`
 /// bounds the model batch (0: no limit) and does not change the results.
-pub fn local_samples<S: LocalSampler + ?Sized>(
+pub fn local_samples<S: Pipeline + ?Sized>(
     runner: &S,
     images: ArrayView4<'_, f32>,
     keys: &[u64],
@@ -214,7 +214,7 @@ pub fn local_samples<S: LocalSampler + ?Sized>(
 /// Copies `copies` (a range of copy numbers) of one image keyed `key`, as [`local_samples`]
 /// makes them (the same streams), in model batches of at most `batch_size`: a caller that
 /// takes the copies of an image a batch at a time keeps only a batch in memory.
-pub(crate) fn copies_of<S: LocalSampler + ?Sized>(
+pub(crate) fn copies_of<S: Pipeline + ?Sized>(
     runner: &S,
     image: ArrayView3<'_, f32>,
     key: u64,
@@ -460,7 +460,7 @@ impl AugmentJob {
     /// Run it; `progress(copies_done, copies_total)` after each batch. Every check (names,
     /// collisions, links in the output tree, existing outputs and the settings that made
     /// them) is made before anything is written.
-    pub fn run<S: LocalSampler + ?Sized>(
+    pub fn run<S: Pipeline + ?Sized>(
         &self,
         runner: &S,
         progress: &mut dyn FnMut(usize, usize),

@@ -103,7 +103,7 @@ pub enum SizePolicy {
     Resize,
 }
 
-pub use crate::core::local::ModelInput;
+pub use crate::core::pipeline::ModelInput;
 
 /// An image ready for a model.
 #[derive(Debug, Clone, PartialEq)]

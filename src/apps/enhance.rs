@@ -47,7 +47,7 @@ use crate::apps::dataset::{format_time, load_for_model_with, stack, ModelInput, 
 use crate::apps::keys::{derive_key, path_key};
 use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_PASSES, MAX_SCALE};
 use crate::apps::paths::{OutputPlan, OutputState, OutputTree, RelPath};
-use crate::core::local::LocalSampler;
+use crate::core::pipeline::Pipeline;
 use crate::core::noise::NoiseStreams;
 use crate::image_io::{encode_image, read_header, resize, ImageLimits, ResizeFilter};
 use crate::schedule::TimeSpec;
@@ -168,10 +168,10 @@ fn scaled(input: (usize, usize), s: f64) -> Result<(usize, usize)> {
 }
 
 /// Enhance the batch `low` (`N×C×h×w`, in the model's data range) to `size` with any
-/// [`LocalSampler`] (a [`crate::Boomerang`] runner, Stable Diffusion, ...): upsample, then
+/// [`Pipeline`] (a [`crate::Boomerang`] runner, Stable Diffusion, ...): upsample, then
 /// `passes` Boomerang passes for each of `candidates` chains. `keys` names each input (one
 /// per item, e.g. [`crate::apps::keys::path_key`] of its file).
-pub fn enhance<S: LocalSampler + ?Sized>(
+pub fn enhance<S: Pipeline + ?Sized>(
     runner: &S,
     low: ArrayView4<'_, f32>,
     keys: &[u64],
@@ -182,7 +182,7 @@ pub fn enhance<S: LocalSampler + ?Sized>(
 }
 
 /// [`enhance`], calling `progress(images_done, images_total)` after each model batch.
-pub fn enhance_with_progress<S: LocalSampler + ?Sized>(
+pub fn enhance_with_progress<S: Pipeline + ?Sized>(
     runner: &S,
     low: ArrayView4<'_, f32>,
     keys: &[u64],
@@ -336,7 +336,7 @@ impl EnhanceJob {
 
     /// Run it; `progress(done, total)` counts candidate passes. Every check is made before
     /// anything is written.
-    pub fn run<S: LocalSampler + ?Sized>(
+    pub fn run<S: Pipeline + ?Sized>(
         &self,
         runner: &S,
         progress: &mut dyn FnMut(usize, usize),

@@ -1,4 +1,4 @@
-//! Applications on one [`LocalSampler`](crate::core::local::LocalSampler): local samples of
+//! Applications on one [`Pipeline`](crate::core::pipeline::Pipeline): local samples of
 //! images ([`sample`]), perceptual resolution enhancement ([`enhance`]), data augmentation
 //! ([`augment`]), dataset anonymization ([`anonymize`]), with dataset listing ([`dataset`],
 //! [`keys`]), safe paths and output trees ([`paths`]), size bounds ([`limits`]) and

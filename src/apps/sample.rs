@@ -46,7 +46,7 @@ use crate::apps::keys::{derive_key, hash_bytes, path_key};
 use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_T_VALUES};
 use crate::apps::metrics::distances;
 use crate::apps::paths::{OutputPlan, OutputState, OutputTree, RelPath};
-use crate::core::local::LocalSampler;
+use crate::core::pipeline::Pipeline;
 use crate::image_io::{encode_image, grid, read_header, ImageLimits};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
@@ -161,7 +161,7 @@ impl SampleJob {
     /// Run it; `progress(samples_done, samples_total)` after each batch. Every check is made
     /// before anything is written; then an error (a model failure, a write that fails) stops
     /// the run.
-    pub fn run<S: LocalSampler + ?Sized>(
+    pub fn run<S: Pipeline + ?Sized>(
         &self,
         runner: &S,
         progress: &mut dyn FnMut(usize, usize),

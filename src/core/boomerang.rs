@@ -241,7 +241,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
     }
 
     /// Boomerang each image of the batch `x0` (NCHW, in the data range of
-    /// [`input`](crate::core::local::LocalSampler::input)) from `t`. Item `i` draws its noise
+    /// [`input`](crate::core::pipeline::Pipeline::input)) from `t`. Item `i` draws its noise
     /// from stream `i` of one seed taken from `rng`.
     pub fn run<R: Rng + ?Sized>(&self, x0: ArrayView4<'_, f32>, t: TimeSpec, rng: &mut R) -> Result<Array4<f32>> {
         let mut noise = NoiseStreams::from_rng(rng, x0.dim().0);

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::core::codec::LatentMode;
-use crate::core::local::LocalSampler;
+use crate::core::pipeline::Pipeline;
 use crate::{Clip, Error, Result, Sampler, Spacing};
 
 /// The model families the crate knows, runnable or only recognised.
@@ -309,10 +309,10 @@ impl ModelDescription {
     }
 }
 
-/// A model ready to run: a [`LocalSampler`] the applications drive, and what it is.
+/// A model ready to run: a [`Pipeline`] the applications drive, and what it is.
 pub struct LoadedModel {
     /// Boomerang on images.
-    pub sampler: Box<dyn LocalSampler>,
+    pub pipeline: Box<dyn Pipeline>,
     /// What was loaded and how it runs.
     pub description: ModelDescription,
 }

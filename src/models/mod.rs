@@ -2,7 +2,7 @@
 //!
 //! - [`registry::detect`] tells a checkpoint's [`Family`] from its config files and tensor
 //!   key names (header only); [`registry::load`] returns any family as a
-//!   [`LocalSampler`](crate::core::local::LocalSampler) with its [`ModelDescription`];
+//!   [`Pipeline`](crate::core::pipeline::Pipeline) with its [`ModelDescription`];
 //! - one folder per family: `ddpm` (Ho et al.'s UNet, FastDPM, `google/ddpm-*`),
 //!   `stable_diffusion` (SD 1.x/2.x diffusers folders, latent space), `patched` (Patched
 //!   Diffusion), `ncsnpp` (DLSM's score models and time-conditional classifier), and

@@ -82,7 +82,7 @@ pub fn shapes32_denoiser(device: Device) -> Result<TchDenoiser<DdpmUNet>> {
 
 /// `builtin:shapes32` through the model registry: DDPM's sampler over every training step
 /// with `x̂0` clipped, like any DDPM checkpoint.
-pub(crate) fn load_sampler(options: &crate::models::ModelOptions) -> Result<crate::models::LoadedModel> {
+pub(crate) fn load_pipeline(options: &crate::models::ModelOptions) -> Result<crate::models::LoadedModel> {
     use crate::models::family::{Family, ModelDescription, SamplingDefaults};
     options.refuse(
         "shapes32",
@@ -117,7 +117,7 @@ pub(crate) fn load_sampler(options: &crate::models::ModelOptions) -> Result<crat
     .clip(clip)
     .build()?;
     Ok(crate::models::LoadedModel {
-        sampler: Box::new(runner),
+        pipeline: Box::new(runner),
         description,
     })
 }

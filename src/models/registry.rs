@@ -1,5 +1,5 @@
 //! The model registry: ONE place that tells what a model path holds ([`detect`]) and loads
-//! it as a [`LocalSampler`](crate::core::local::LocalSampler) ([`load`]).
+//! it as a [`Pipeline`](crate::core::pipeline::Pipeline) ([`load`]).
 //!
 //! Detection reads config files and tensor KEY NAMES only (the safetensors header, the
 //! pickle structure of a PyTorch file), never tensor data. Each family's module owns its
@@ -15,7 +15,7 @@
 //! let model = registry::load(&ModelSource::parse("gaussian:0,0.5")?, &ModelOptions::default())?;
 //! assert_eq!(model.description.family, Some(Family::Analytic));
 //! let x0 = ndarray::Array4::<f32>::zeros((2, 3, 8, 8));
-//! let x = model.sampler.sample(x0.view(), TimeSpec::fraction(0.3), &mut NoiseStreams::keyed(0, &[1, 2]))?;
+//! let x = model.pipeline.sample(x0.view(), TimeSpec::fraction(0.3), &mut NoiseStreams::keyed(0, &[1, 2]))?;
 //! assert_eq!(x.dim(), (2, 3, 8, 8));
 //! # Ok::<(), boomerang::Error>(())
 //! ```
@@ -113,7 +113,7 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
     || FamilyEntry {
         family: Family::StableDiffusion,
         detect: is_sd_pipeline,
-        load: loader!(super::stable_diffusion::load_sampler),
+        load: loader!(super::stable_diffusion::load_pipeline),
     },
     || FamilyEntry {
         family: Family::StableDiffusionSingleFile,
@@ -128,7 +128,7 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
     || FamilyEntry {
         family: Family::Ddpm,
         detect: super::ddpm::naming::matches,
-        load: loader!(super::ddpm::load_sampler),
+        load: loader!(super::ddpm::load_pipeline),
     },
     || FamilyEntry {
         family: Family::StableDiffusionUnet,
@@ -143,7 +143,7 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
     || FamilyEntry {
         family: Family::Ncsnpp,
         detect: is_ncsnpp,
-        load: loader!(super::ncsnpp::load_sampler),
+        load: loader!(super::ncsnpp::load_pipeline),
     },
     || FamilyEntry {
         family: Family::ClipText,
@@ -161,7 +161,7 @@ pub const FAMILIES: &[fn() -> FamilyEntry] = &[
     || FamilyEntry {
         family: Family::PatchedDiffusion,
         detect: is_patched,
-        load: loader!(super::patched::load_sampler),
+        load: loader!(super::patched::load_pipeline),
     },
     || FamilyEntry {
         family: Family::GuidedDiffusion,
@@ -423,14 +423,14 @@ fn analytic<D: crate::Denoiser + 'static>(denoiser: D, name: String, options: &M
         .clip(clip)
         .build()?;
     Ok(LoadedModel {
-        sampler: Box::new(runner),
+        pipeline: Box::new(runner),
         description,
     })
 }
 
 #[cfg(feature = "tch")]
 fn builtin(options: &ModelOptions) -> Result<LoadedModel> {
-    super::pretrained::load_sampler(options)
+    super::pretrained::load_pipeline(options)
 }
 
 #[cfg(not(feature = "tch"))]

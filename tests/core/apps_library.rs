@@ -77,7 +77,7 @@ fn enhance_is_per_item_and_batch_independent() {
         assert_eq!(a, b);
     }
     // Through a trait object, as the command line tool drives it: the same.
-    let dynamic: &dyn boomerang::core::local::LocalSampler = &r;
+    let dynamic: &dyn boomerang::core::pipeline::Pipeline = &r;
     let via_dyn = enhance(dynamic, low.view(), &keys, (16, 20), &opts).unwrap();
     assert_eq!(via_dyn.passes, one.passes);
     // Input 1 alone (key 22) gives what it gave in the batch.

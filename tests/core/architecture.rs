@@ -1,5 +1,5 @@
 //! The module graph has no circle, and no application module imports a concrete model: a
-//! new model family plugs into the applications through the registry and `LocalSampler`
+//! new model family plugs into the applications through the registry and `Pipeline`
 //! only. Read from the sources (`use crate::...` paths), file by file.
 
 use std::collections::{BTreeMap, BTreeSet};

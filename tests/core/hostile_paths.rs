@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use boomerang::apps::anonymize::{read_manifest, AnonymizeJob, EntryStatus};
 use boomerang::apps::dataset::{load_for_model_with, ModelInput, SizePolicy};
-use boomerang::core::local::LocalSampler;
+use boomerang::core::pipeline::Pipeline;
 use boomerang::image_io::{save_image, ImageLimits};
 use boomerang::{DataRange, NoiseStreams, TimeSpec};
 use ndarray::{Array4, ArrayView4};
@@ -342,7 +342,7 @@ fn copies_of_the_originals_are_never_recorded_as_anonymized() {
 /// A model that returns its input: nothing is anonymized.
 struct Identity;
 
-impl LocalSampler for Identity {
+impl Pipeline for Identity {
     fn input(&self) -> ModelInput {
         ModelInput {
             channels: 3,

@@ -1,10 +1,10 @@
 //! `--model` and the options that build what the commands run: argument parsing only. The
-//! library's model registry detects the family and loads it as a `LocalSampler`.
+//! library's model registry detects the family and loads it as a `Pipeline`.
 
 use std::path::PathBuf;
 
 use boomerang::core::codec::LatentMode;
-use boomerang::core::local::LocalSampler;
+use boomerang::core::pipeline::Pipeline;
 use boomerang::core::prediction::Quantile;
 use boomerang::models::registry::{self, ModelSource};
 use boomerang::models::ModelOptions;
@@ -255,7 +255,7 @@ impl ModelArgs {
 /// A loaded model, its name for manifests and logs, and the settings worth recording.
 pub struct Loaded {
     /// What the commands run.
-    pub runner: Box<dyn LocalSampler>,
+    pub runner: Box<dyn Pipeline>,
     /// A short name of the model.
     pub name: String,
     /// Sampler settings and the like, for manifests.
@@ -270,7 +270,7 @@ pub fn load_runner(args: &ModelArgs) -> Result<Loaded, CliError> {
     };
     let loaded = registry::load(&source, &args.options()?)?;
     Ok(Loaded {
-        runner: loaded.sampler,
+        runner: loaded.pipeline,
         name: loaded.description.name,
         settings: loaded.description.settings,
     })

@@ -18,7 +18,7 @@ use crate::{Boomerang, Clip, Error, Result, Sampler, Spacing};
 /// - sampling: DDPM ancestral over every step from `t`, `x̂0` clipped to `[-1, 1]` unless
 ///   the scheduler config says `clip_sample: false` (Ho et al.'s sampler and diffusers'
 ///   `DDPMScheduler` clip).
-pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
+pub(crate) fn load_pipeline(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
     options.refuse(
         "DDPM",
         &[
@@ -82,7 +82,7 @@ pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<Load
         .clip(clip)
         .build()?;
     Ok(LoadedModel {
-        sampler: Box::new(runner),
+        pipeline: Box::new(runner),
         description,
     })
 }

@@ -35,7 +35,7 @@ pub mod naming;
 mod network;
 
 #[cfg(feature = "tch")]
-pub(crate) use loader::load_sampler;
+pub(crate) use loader::load_pipeline;
 
 pub use config::{DdpmConfig, DownsamplePadding};
 pub use naming::{diffusers_to_original, Naming};

@@ -11,7 +11,7 @@ use crate::{Clip, Condition, Error, Result, Spacing};
 /// DLSM's predictor-corrector with `--sampler pc`) over the SDE's discretisation from `t`.
 /// With `options.classifier`, classifier guidance towards `options.classes` (DLSM's
 /// `scaling_factor` from `options.classifier_scale`, default 1).
-pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
+pub(crate) fn load_pipeline(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
     options.refuse("NCSN++", &["prompt", "negative_prompt", "guidance", "latent", "second"])?;
     let (device, kind) = (parse_device(&options.device)?, parse_kind(&options.dtype)?);
     let config = match &options.config {
@@ -81,7 +81,7 @@ pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<Load
         builder = builder.condition(Condition::Class(classes)).guidance(g);
     }
     Ok(LoadedModel {
-        sampler: Box::new(builder.build()?),
+        pipeline: Box::new(builder.build()?),
         description,
     })
 }

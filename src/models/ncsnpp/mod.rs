@@ -76,7 +76,7 @@ pub use guide::ClassifierGuide;
 pub use layers::{ParamInfo, Role};
 pub use network::NcsnppNet;
 
-pub(crate) use loader::load_sampler;
+pub(crate) use loader::load_pipeline;
 
 /// The smallest SDE time DLSM's samplers reach (score_sde's `sampling_eps` for VE).
 pub const T_MIN: f64 = 1e-5;

@@ -381,7 +381,7 @@ pub(crate) fn describe_keys(keys: &[&str]) -> String {
 /// sampling with the learned variance over the respaced grid (250 of 1000 steps), and for
 /// class-conditional models classifier-free guidance (1.5) against the null label with
 /// dynamic thresholding (0.995). Class-conditional models need the class labels.
-pub(crate) fn load_sampler(
+pub(crate) fn load_pipeline(
     probe: &crate::models::Probe,
     options: &crate::models::ModelOptions,
 ) -> Result<crate::models::LoadedModel> {
@@ -467,7 +467,7 @@ pub(crate) fn load_sampler(
         (None, None) => {}
     }
     Ok(LoadedModel {
-        sampler: Box::new(builder.build()?),
+        pipeline: Box::new(builder.build()?),
         description,
     })
 }

@@ -72,4 +72,4 @@ pub use network::PatchedUNet;
 pub use pair::PatchedSplit;
 pub use respace::respaced_steps;
 
-pub(crate) use load::load_sampler;
+pub(crate) use load::load_pipeline;

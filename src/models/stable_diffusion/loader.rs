@@ -11,7 +11,7 @@ use crate::{Clip, Error, Result, Sampler, Spacing};
 /// Load a diffusers Stable Diffusion folder. Defaults: the empty prompt, guidance 7.5, the
 /// posterior mode as latent (the Boomerang notebook), DDIM with η = 0 over a 100-step grid of
 /// which a run from `t` uses its share.
-pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
+pub(crate) fn load_pipeline(probe: &Probe, options: &ModelOptions) -> Result<LoadedModel> {
     options.refuse("Stable Diffusion", &["classes", "classifier", "second", "config"])?;
     if options.clip.is_some_and(|c| c != Clip::Off) {
         return Err(Error::param(
@@ -65,7 +65,7 @@ pub(crate) fn load_sampler(probe: &Probe, options: &ModelOptions) -> Result<Load
         .spacing(spacing)
         .build()?;
     Ok(LoadedModel {
-        sampler: Box::new(runner),
+        pipeline: Box::new(runner),
         description,
     })
 }

@@ -56,7 +56,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use clip::ClipTextModel;
 pub use config::{ClipTextConfig, ModelIndex, TokenizerConfig, UNetConfig, VaeConfig};
-pub(crate) use loader::load_sampler;
+pub(crate) use loader::load_pipeline;
 pub use tokenizer::ClipTokenizer;
 pub use unet::UNet2DConditionModel;
 pub use vae::AutoencoderKL;
@@ -64,7 +64,7 @@ pub use vae::AutoencoderKL;
 use crate::checkpoint::diffusers::find_weights;
 use crate::checkpoint::{load_state_dict, StateDict};
 use crate::core::codec::Codec;
-use crate::core::local::ModelInput;
+use crate::core::pipeline::ModelInput;
 use crate::models::{check_device, check_kind, guard_panics, TchDenoiser, DEFAULT_MAX_BATCH};
 use crate::schedule::{DiscreteSchedule, SchedulerConfig};
 use crate::BoomerangBuilder;

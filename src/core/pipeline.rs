@@ -1,12 +1,12 @@
-//! What the applications drive: a [`LocalSampler`] maps a batch of images to Boomerang
+//! What the applications drive: a [`Pipeline`] maps a batch of images to Boomerang
 //! samples at `t`, drawing all its randomness from per-item [`NoiseStreams`].
 //!
 //! Every [`Boomerang`] runner is one, pixel-space (DDPM, Patched Diffusion, NCSN++, the
 //! analytic denoisers, any [`Denoiser`]) or latent (Stable Diffusion: a runner with a VAE
 //! [`Codec`]); the model registry (`models::registry`) loads any checkpoint as one.
 //!
-//! [`crate::apps::enhance`], [`crate::apps::augment`] and [`crate::apps::anonymize`] take any `LocalSampler`
-//! (also as `&dyn LocalSampler`), so a new model family plugs into all of them at once.
+//! [`crate::apps::enhance`], [`crate::apps::augment`] and [`crate::apps::anonymize`] take any `Pipeline`
+//! (also as `&dyn Pipeline`), so a new model family plugs into all of them at once.
 
 use ndarray::{Array4, ArrayView4};
 
@@ -18,7 +18,7 @@ use crate::{Boomerang, Denoiser, Result};
 pub use crate::core::denoiser::ModelInput;
 
 /// Boomerang on images: noise to `t`, run back, with per-item noise streams.
-pub trait LocalSampler {
+pub trait Pipeline {
     /// The images it takes: channels, fixed size (if any), side multiple, data range.
     fn input(&self) -> ModelInput;
 
@@ -43,7 +43,7 @@ pub trait LocalSampler {
     }
 }
 
-fn default_sample_items<S: LocalSampler + ?Sized>(
+fn default_sample_items<S: Pipeline + ?Sized>(
     s: &S,
     images: ArrayView4<'_, f32>,
     ts: &[TimeSpec],
@@ -91,7 +91,7 @@ fn default_sample_items<S: LocalSampler + ?Sized>(
     out.ok_or_else(|| crate::Error::InvalidInput("the batch is empty".into()))
 }
 
-impl<D: Denoiser, C: Codec> LocalSampler for Boomerang<D, C> {
+impl<D: Denoiser, C: Codec> Pipeline for Boomerang<D, C> {
     fn input(&self) -> ModelInput {
         self.codec().input(self.denoiser().spec())
     }
@@ -115,7 +115,7 @@ impl<D: Denoiser, C: Codec> LocalSampler for Boomerang<D, C> {
     }
 }
 
-impl<S: LocalSampler + ?Sized> LocalSampler for &S {
+impl<S: Pipeline + ?Sized> Pipeline for &S {
     fn input(&self) -> ModelInput {
         (**self).input()
     }
@@ -135,7 +135,7 @@ impl<S: LocalSampler + ?Sized> LocalSampler for &S {
     }
 }
 
-impl<S: LocalSampler + ?Sized> LocalSampler for Box<S> {
+impl<S: Pipeline + ?Sized> Pipeline for Box<S> {
     fn input(&self) -> ModelInput {
         (**self).input()
     }
