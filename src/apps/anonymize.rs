@@ -60,6 +60,7 @@ use ndarray::{ArrayView3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::apps::classes::{ClassFolders, FolderClasses};
 use crate::apps::dataset::{
     convert_for_model, format_time, list_images, load_for_model, load_for_model_with, stack, LoadedImage, ModelInput,
     SizePolicy,
@@ -71,8 +72,9 @@ use crate::apps::metrics::{distances, Distances};
 use crate::apps::paths::{
     check_separate, read_regular, temp_target, visit_lines, JsonLog, OutputPlan, OutputState, OutputTree, RelPath,
 };
-use crate::core::pipeline::Pipeline;
+use crate::core::denoiser::Condition;
 use crate::core::noise::NoiseStreams;
+use crate::core::pipeline::Pipeline;
 use crate::image_io::{decode_bytes, encode_image, output_format, ImageLimits, MAX_IMAGE_FILE_BYTES};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
@@ -291,6 +293,9 @@ pub struct ManifestEntry {
     pub seed: u64,
     /// The item's stream key, [`path_key`] of `input`, as 16 hex digits.
     pub key: String,
+    /// The class label it was made with (labels from class folders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<i64>,
     /// The model, as named by the caller.
     pub model: String,
     /// The shard that wrote the line (`i/n`).
@@ -398,6 +403,8 @@ pub struct Report {
     pub ignored: usize,
     /// Stale temporary files of this shard removed at the start.
     pub temp_removed: usize,
+    /// The class labels used, when taken from class folders.
+    pub classes: Option<FolderClasses>,
     /// The manifest written.
     pub manifest: PathBuf,
 }
@@ -426,6 +433,9 @@ pub struct AnonymizeJob {
     pub format: OutputFormat,
     /// What to do with images of the wrong size.
     pub size_policy: SizePolicy,
+    /// Class labels from the images' class folders, for a pipeline loaded to take a label
+    /// per image ([`crate::models::ClassLabels::PerImage`]); `None`: the pipeline's own.
+    pub class_folders: Option<ClassFolders>,
     /// The largest images read.
     pub limits: ImageLimits,
     /// The model's name for the manifest.
@@ -438,6 +448,7 @@ struct Item {
     input: RelPath,
     output: RelPath,
     key: u64,
+    label: Option<i64>,
     existing: OutputState,
 }
 
@@ -470,6 +481,7 @@ impl AnonymizeJob {
             overwrite: false,
             format: OutputFormat::Same,
             size_policy: SizePolicy::Skip,
+            class_folders: None,
             limits: ImageLimits::default(),
             model_name: "model".into(),
             extra: BTreeMap::new(),
@@ -529,6 +541,12 @@ impl AnonymizeJob {
         let list = list_images(&self.input)?;
         let tree = OutputTree::new(&self.output);
 
+        // Labels over the whole dataset, so that every shard numbers the folders alike.
+        let classes = match &self.class_folders {
+            Some(rule) => Some(FolderClasses::new(rule, &list.images)?),
+            None => None,
+        };
+        let label_of = |rel: &RelPath| -> Result<Option<i64>> { classes.as_ref().map(|c| c.label_of(rel)).transpose() };
         // Every output name, over the whole dataset, before any work.
         let mut plan = OutputPlan::new();
         let mut items = Vec::new();
@@ -542,6 +560,7 @@ impl AnonymizeJob {
                     input: rel.clone(),
                     output: out,
                     key,
+                    label: label_of(rel)?,
                     existing,
                 });
             }
@@ -551,6 +570,7 @@ impl AnonymizeJob {
             in_shard: items.len(),
             ignored: list.ignored.len(),
             manifest: self.output.join(self.shard.manifest_name()),
+            classes: classes.clone(),
             ..Report::default()
         };
 
@@ -573,7 +593,13 @@ impl AnonymizeJob {
                     let Ok(input) = e.input_path() else { return };
                     match e.status {
                         EntryStatus::Ok => {
-                            let differs = self.differing_setting(&e);
+                            let differs = self.differing_setting(&e).or_else(|| {
+                                let now = label_of(&input).ok().flatten();
+                                (now != e.label).then(|| {
+                                    let show = |l: Option<i64>| l.map_or("(none)".to_string(), |l| l.to_string());
+                                    format!("class label of {input}: {} there, {} now", show(e.label), show(now))
+                                })
+                            });
                             let Ok(output) = e.output_path() else { return };
                             // Only a record of these settings vouches for a file.
                             let file = if differs.is_none() {
@@ -662,7 +688,16 @@ impl AnonymizeJob {
                 let batch = stack(&views)?;
                 let keys: Vec<u64> = group.iter().map(|&i| ready[i].0.key).collect();
                 let mut noise = NoiseStreams::keyed(self.seed, &keys);
-                let out = runner.sample(batch.view(), self.t, &mut noise)?;
+                let labels: Option<Vec<i64>> = group.iter().map(|&i| ready[i].0.label).collect();
+                let out = match labels {
+                    Some(labels) => runner.sample_conditioned(
+                        batch.view(),
+                        &vec![self.t; group.len()],
+                        &Condition::Class(labels),
+                        &mut noise,
+                    )?,
+                    None => runner.sample(batch.view(), self.t, &mut noise)?,
+                };
                 let results: Vec<Result<Outcome>> = group
                     .par_iter()
                     .zip(out.axis_iter(Axis(0)).collect::<Vec<_>>())
@@ -813,6 +848,7 @@ impl AnonymizeJob {
             t_native,
             seed: self.seed,
             key: format!("{:016x}", item.key),
+            label: item.label,
             model: self.model_name.clone(),
             shard: self.shard.to_string(),
             format: Some(self.format.as_str().to_string()),

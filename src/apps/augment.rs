@@ -45,6 +45,7 @@ use ndarray::{Array3, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::apps::classes::{ClassFolders, FolderClasses};
 use crate::apps::dataset::{format_time, list_images, load_for_model_with, stack, LoadedImage, SizePolicy};
 use crate::apps::keys::{content_id, file_content_id};
 use crate::apps::keys::{derive_key, path_key, unit_f64};
@@ -52,8 +53,9 @@ use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES};
 use crate::apps::paths::{
     check_separate, read_regular, visit_lines, JsonLog, OutputPlan, OutputState, OutputTree, RelPath,
 };
-use crate::core::pipeline::Pipeline;
+use crate::core::denoiser::Condition;
 use crate::core::noise::NoiseStreams;
+use crate::core::pipeline::Pipeline;
 use crate::image_io::{encode_image, ImageLimits, MAX_IMAGE_FILE_BYTES};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
@@ -117,12 +119,14 @@ struct Unit<'a> {
     copy: usize,
     key: u64,
     t: TimeSpec,
-    start: f64,
+    /// The class label it is made with, when labels come per image.
+    label: Option<i64>,
     image: ArrayView3<'a, f32>,
 }
 
 /// Run a list of units in model batches of at most `batch_size` (0: no limit), grouped by
-/// starting time and shape; returns samples in the order of `units`.
+/// shape, each item at its own `t` in one batch ([`Pipeline::sample_items`]); returns
+/// samples in the order of `units`.
 fn run_units<S: Pipeline + ?Sized>(
     runner: &S,
     units: &[Unit<'_>],
@@ -130,9 +134,9 @@ fn run_units<S: Pipeline + ?Sized>(
     batch_size: usize,
 ) -> Result<Vec<Array3<f32>>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut index: HashMap<(u64, Vec<usize>), usize> = HashMap::new();
+    let mut index: HashMap<Vec<usize>, usize> = HashMap::new();
     for (i, u) in units.iter().enumerate() {
-        let sig = (u.start.to_bits(), u.image.shape().to_vec());
+        let sig = u.image.shape().to_vec();
         match index.get(&sig) {
             Some(&g) => groups[g].push(i),
             None => {
@@ -152,7 +156,12 @@ fn run_units<S: Pipeline + ?Sized>(
                 .map(|&i| derive_key(units[i].key, &[units[i].copy as u64]))
                 .collect();
             let mut noise = NoiseStreams::keyed(seed, &keys);
-            let res = runner.sample(batch.view(), units[chunk[0]].t, &mut noise)?;
+            let ts: Vec<TimeSpec> = chunk.iter().map(|&i| units[i].t).collect();
+            let labels: Option<Vec<i64>> = chunk.iter().map(|&i| units[i].label).collect();
+            let res = match labels {
+                Some(labels) => runner.sample_conditioned(batch.view(), &ts, &Condition::Class(labels), &mut noise)?,
+                None => runner.sample_items(batch.view(), &ts, &mut noise)?,
+            };
             for (&i, s) in chunk.iter().zip(res.axis_iter(Axis(0))) {
                 out[i] = Some(s.to_owned());
             }
@@ -187,13 +196,13 @@ pub fn local_samples<S: Pipeline + ?Sized>(
     for (item, image) in images.axis_iter(Axis(0)).enumerate() {
         for copy in 0..copies {
             let tc = t.pick(seed, keys[item], copy);
-            let start = runner.start_time(tc)?;
+            runner.start_time(tc)?;
             units.push(Unit {
                 item,
                 copy,
                 key: keys[item],
                 t: tc,
-                start,
+                label: None,
                 image,
             });
         }
@@ -226,13 +235,13 @@ pub(crate) fn copies_of<S: Pipeline + ?Sized>(
     let mut units = Vec::with_capacity(copies.len());
     for copy in copies {
         let tc = t.pick(seed, key, copy);
-        let start = runner.start_time(tc)?;
+        runner.start_time(tc)?;
         units.push(Unit {
             item: 0,
             copy,
             key,
             t: tc,
-            start,
+            label: None,
             image,
         });
     }
@@ -288,6 +297,9 @@ pub struct AugmentEntry {
     /// The `t` this copy was made at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t: Option<String>,
+    /// The class label it was made with (labels from class folders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<i64>,
     /// The job's `t` setting ([`AugmentJob::describe_t`]).
     pub t_setting: String,
     /// The global seed.
@@ -306,6 +318,11 @@ pub struct AugmentEntry {
 }
 
 impl AugmentEntry {
+    /// The input's exact relative path.
+    pub fn input_path(&self) -> Result<RelPath> {
+        RelPath::from_manifest(&self.input, self.input_bytes.as_deref())
+    }
+
     /// The output's exact relative path.
     pub fn output_path(&self) -> Result<RelPath> {
         RelPath::from_manifest(&self.output, self.output_bytes.as_deref())
@@ -346,6 +363,9 @@ pub struct AugmentJob {
     pub copy_originals: bool,
     /// Images of the wrong size.
     pub size_policy: SizePolicy,
+    /// Class labels from the images' class folders, for a pipeline loaded to take a label
+    /// per image ([`crate::models::ClassLabels::PerImage`]); `None`: the pipeline's own.
+    pub class_folders: Option<ClassFolders>,
     /// The largest images read.
     pub limits: ImageLimits,
     /// The model's name, recorded with every file written.
@@ -366,6 +386,8 @@ pub struct AugmentReport {
     pub existing: usize,
     /// Originals copied.
     pub originals: usize,
+    /// The class labels used, when taken from class folders.
+    pub classes: Option<FolderClasses>,
     /// `(input, reason)` of images that could not be used.
     pub failures: Vec<(String, String)>,
 }
@@ -384,6 +406,7 @@ impl AugmentJob {
             existing: Existing::Error,
             copy_originals: false,
             size_policy: SizePolicy::Skip,
+            class_folders: None,
             limits: ImageLimits::default(),
             model_name: "model".into(),
             extra: BTreeMap::new(),
@@ -427,6 +450,7 @@ impl AugmentJob {
         input: &RelPath,
         copy: Option<usize>,
         t: Option<TimeSpec>,
+        label: Option<i64>,
         bytes: &[u8],
     ) -> AugmentEntry {
         let (output, output_bytes) = output.to_manifest();
@@ -439,6 +463,7 @@ impl AugmentJob {
             input_bytes,
             copy,
             t: t.map(format_time),
+            label,
             t_setting: self.describe_t(),
             seed: self.seed,
             model: self.model_name.clone(),
@@ -457,7 +482,9 @@ impl AugmentJob {
         check_batch_size(self.batch_size)
     }
 
-    /// Run it; `progress(copies_done, copies_total)` after each batch. Every check (names,
+    /// Run it; `progress(copies_done, copies_total)` after each batch. With
+    /// [`class_folders`](Self::class_folders), each image's copies are made with its folder's
+    /// label ([`Pipeline::sample_conditioned`]). Every check (names,
     /// collisions, links in the output tree, existing outputs and the settings that made
     /// them) is made before anything is written.
     pub fn run<S: Pipeline + ?Sized>(
@@ -474,9 +501,14 @@ impl AugmentJob {
         }
         check_separate(&self.input, &self.output)?;
         let list = list_images(&self.input)?;
+        let classes = match &self.class_folders {
+            Some(rule) => Some(FolderClasses::new(rule, &list.images)?),
+            None => None,
+        };
         let tree = OutputTree::new(&self.output);
         let mut report = AugmentReport {
             images: list.images.len(),
+            classes: classes.clone(),
             ..AugmentReport::default()
         };
         // Every output name, checked before any work.
@@ -521,7 +553,16 @@ impl AugmentJob {
             let mut conflicts: Vec<String> = recorded
                 .values()
                 .filter(|e| e.copy.is_some())
-                .filter_map(|e| self.differing_setting(e))
+                .filter_map(|e| {
+                    self.differing_setting(e).or_else(|| {
+                        let input = e.input_path().ok()?;
+                        let now = classes.as_ref().and_then(|c| c.label_of(&input).ok());
+                        (now != e.label).then(|| {
+                            let show = |l: Option<i64>| l.map_or("(none)".to_string(), |l| l.to_string());
+                            format!("class label of {input}: {} there, {} now", show(e.label), show(now))
+                        })
+                    })
+                })
                 .collect();
             conflicts.sort();
             if let Some(what) = conflicts.first() {
@@ -577,10 +618,14 @@ impl AugmentJob {
                 if self.copy_originals && !keep.contains(rel) {
                     let bytes = read_regular(&self.input.join(rel), MAX_IMAGE_FILE_BYTES)?;
                     tree.write(rel, &bytes)?;
-                    manifest.append(&self.entry(rel, rel, None, None, &bytes))?;
+                    manifest.append(&self.entry(rel, rel, None, None, None, &bytes))?;
                     report.originals += 1;
                 }
                 let key = path_key(rel);
+                let label = match &classes {
+                    Some(c) => Some(c.label_of(rel)?),
+                    None => None,
+                };
                 for copy in 0..self.copies {
                     let name = augmented_rel(rel, copy)?;
                     if keep.contains(&name) {
@@ -588,13 +633,12 @@ impl AugmentJob {
                         continue;
                     }
                     let t = self.t.pick(self.seed, key, copy);
-                    let start = runner.start_time(t)?;
                     units.push(Unit {
                         item: 0,
                         copy,
                         key,
                         t,
-                        start,
+                        label,
                         image: img.data.view(),
                     });
                     names.push((name, rel));
@@ -611,7 +655,7 @@ impl AugmentJob {
                     .map(|(((name, rel), sample), unit)| {
                         let bytes = encode_image(sample.view(), range, image::ImageFormat::Png)?;
                         tree.write(name, &bytes)?;
-                        Ok(self.entry(name, rel, Some(unit.copy), Some(unit.t), &bytes))
+                        Ok(self.entry(name, rel, Some(unit.copy), Some(unit.t), unit.label, &bytes))
                     })
                     .collect();
                 for w in written {

@@ -47,8 +47,8 @@ use crate::apps::dataset::{format_time, load_for_model_with, stack, ModelInput, 
 use crate::apps::keys::{derive_key, path_key};
 use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_PASSES, MAX_SCALE};
 use crate::apps::paths::{OutputPlan, OutputState, OutputTree, RelPath};
-use crate::core::pipeline::Pipeline;
 use crate::core::noise::NoiseStreams;
+use crate::core::pipeline::Pipeline;
 use crate::image_io::{encode_image, read_header, resize, ImageLimits, ResizeFilter};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};

@@ -358,10 +358,37 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
     /// With one `t` for all items this equals [`run_with`](Boomerang::run_with) bit for bit
     /// (for a denoiser whose items do not influence each other).
     pub fn run_items(&self, x0: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+        self.run_items_inner(x0, ts, &self.condition, noise)
+    }
+
+    /// [`run_items`](Boomerang::run_items) with a condition of this run in place of the
+    /// runner's own: one for all items or one per item, e.g. the class label of each image
+    /// of a class-per-folder dataset. It also supplies the labels of classifier guidance.
+    pub fn run_items_conditioned(
+        &self,
+        x0: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
+        if let Some(g) = &self.guidance {
+            g.validate(condition)?;
+        }
+        self.run_items_inner(x0, ts, condition, noise)
+    }
+
+    fn run_items_inner(
+        &self,
+        x0: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
         let n = x0.dim().0;
         if ts.len() != n {
             return Err(Error::Shape(format!("{} times for a batch of {n}", ts.len())));
         }
+        let condition = condition.repeat_to(n)?;
         let spec = self.denoiser.spec();
         self.codec.check_images(&x0, spec)?;
         check_streams(noise, n)?;
@@ -378,7 +405,6 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
                 Zip::from(&mut z).and(&x0).for_each(|z, &x| *z = a * x + s * *z);
             });
 
-        let condition = self.condition.repeat_to(n)?;
         let guidance = match &self.guidance {
             Some(g) => Some(g.repeat_to(n)?),
             None => None,

@@ -247,7 +247,7 @@ impl Condition {
         }
     }
 
-    fn kind_name(&self) -> &'static str {
+    pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             Condition::None => "missing",
             Condition::Class(_) => "class",

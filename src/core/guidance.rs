@@ -88,7 +88,8 @@ impl Guidance {
     }
 
     /// Check what can be checked before seeing data: a finite scale, and for classifier
-    /// guidance class labels in the run's condition within the classifier's range.
+    /// guidance class labels in the run's condition within the classifier's range (no
+    /// condition: the labels come with each run).
     pub(crate) fn validate(&self, condition: &Condition) -> Result<()> {
         let scale = self.scale();
         if !scale.is_finite() {
@@ -97,7 +98,9 @@ impl Guidance {
         if let Guidance::Classifier { guide, .. } = self {
             let labels = match condition {
                 Condition::Class(v) => v,
-                _ => {
+                // The labels come with each run (`Boomerang::run_items_conditioned`).
+                Condition::None => return Ok(()),
+                Condition::Text(_) => {
                     return Err(Error::Incompatible(
                         "classifier guidance needs class labels: set the condition to Condition::Class".into(),
                     ))

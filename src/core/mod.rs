@@ -7,6 +7,6 @@ pub(crate) mod boomerang;
 pub mod codec;
 pub mod denoiser;
 pub mod guidance;
-pub mod pipeline;
 pub(crate) mod noise;
+pub mod pipeline;
 pub mod prediction;

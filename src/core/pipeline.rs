@@ -11,6 +11,7 @@
 use ndarray::{Array4, ArrayView4};
 
 use crate::core::codec::Codec;
+use crate::core::denoiser::Condition;
 use crate::core::noise::NoiseStreams;
 use crate::schedule::TimeSpec;
 use crate::{Boomerang, Denoiser, Result};
@@ -40,6 +41,26 @@ pub trait Pipeline {
         noise: &mut NoiseStreams,
     ) -> Result<Array4<f32>> {
         default_sample_items(self, images, ts, noise)
+    }
+
+    /// [`sample_items`](Pipeline::sample_items) with a condition of this call in place of
+    /// the pipeline's own (one for all items or one per item): e.g. the class label of each
+    /// image of a class-per-folder dataset, for a class-conditional model or classifier
+    /// guidance loaded without fixed labels. Pipelines that take no such condition refuse.
+    fn sample_conditioned(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
+        match condition {
+            Condition::None => self.sample_items(images, ts, noise),
+            c => Err(crate::Error::Incompatible(format!(
+                "this model takes no {} condition per image",
+                c.kind_name()
+            ))),
+        }
     }
 }
 
@@ -113,6 +134,16 @@ impl<D: Denoiser, C: Codec> Pipeline for Boomerang<D, C> {
     ) -> Result<Array4<f32>> {
         self.run_items(images, ts, noise)
     }
+
+    fn sample_conditioned(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
+        self.run_items_conditioned(images, ts, condition, noise)
+    }
 }
 
 impl<S: Pipeline + ?Sized> Pipeline for &S {
@@ -133,6 +164,15 @@ impl<S: Pipeline + ?Sized> Pipeline for &S {
     ) -> Result<Array4<f32>> {
         (**self).sample_items(images, ts, noise)
     }
+    fn sample_conditioned(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
+        (**self).sample_conditioned(images, ts, condition, noise)
+    }
 }
 
 impl<S: Pipeline + ?Sized> Pipeline for Box<S> {
@@ -152,5 +192,14 @@ impl<S: Pipeline + ?Sized> Pipeline for Box<S> {
         noise: &mut NoiseStreams,
     ) -> Result<Array4<f32>> {
         (**self).sample_items(images, ts, noise)
+    }
+    fn sample_conditioned(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+    ) -> Result<Array4<f32>> {
+        (**self).sample_conditioned(images, ts, condition, noise)
     }
 }

@@ -139,6 +139,22 @@ impl Probe {
     }
 }
 
+/// Where the class labels of a class-conditional model (or of classifier guidance) come
+/// from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ClassLabels {
+    /// No labels: unconditional models, no classifier guidance.
+    #[default]
+    None,
+    /// Fixed labels: one for all images, or one per image of a batch.
+    Fixed(Vec<i64>),
+    /// A label per image given with each call
+    /// ([`Pipeline::sample_conditioned`](crate::core::pipeline::Pipeline::sample_conditioned)),
+    /// e.g. the class folder of each image of a dataset
+    /// ([`FolderClasses`](crate::apps::classes::FolderClasses)).
+    PerImage,
+}
+
 /// How to load and run a model. Every field is optional: `None` means the family's default,
 /// and a setting the family cannot use is an error naming it (never silently ignored).
 #[derive(Debug, Clone, PartialEq)]
@@ -165,9 +181,8 @@ pub struct ModelOptions {
     pub guidance: Option<f64>,
     /// How a latent model encodes images.
     pub latent: Option<LatentMode>,
-    /// Class labels, one for all images or one per image (class-conditional models, or the
-    /// target class of classifier guidance).
-    pub classes: Option<Vec<i64>>,
+    /// Class labels (class-conditional models, or the target class of classifier guidance).
+    pub classes: ClassLabels,
     /// A time-conditional classifier checkpoint for classifier guidance.
     pub classifier: Option<PathBuf>,
     /// Weight of the classifier's gradient (DLSM's `scaling_factor`; default 1).
@@ -190,7 +205,7 @@ impl Default for ModelOptions {
             negative_prompt: None,
             guidance: None,
             latent: None,
-            classes: None,
+            classes: ClassLabels::None,
             classifier: None,
             classifier_scale: None,
             second: None,
@@ -207,7 +222,7 @@ impl ModelOptions {
                 "negative_prompt" => self.negative_prompt.is_some(),
                 "guidance" => self.guidance.is_some(),
                 "latent" => self.latent.is_some(),
-                "classes" => self.classes.is_some(),
+                "classes" => self.classes != ClassLabels::None,
                 "classifier" => self.classifier.is_some() || self.classifier_scale.is_some(),
                 "second" => self.second.is_some(),
                 "config" => self.config.is_some(),

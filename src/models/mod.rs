@@ -56,7 +56,7 @@ mod torch;
 pub use ddpm::DdpmConfig;
 #[cfg(feature = "tch")]
 pub use ddpm::DdpmUNet;
-pub use family::{Family, LoadedModel, ModelDescription, ModelOptions, Probe};
+pub use family::{ClassLabels, Family, LoadedModel, ModelDescription, ModelOptions, Probe};
 #[cfg(feature = "tch")]
 pub use loading::{load_state_dict_into, LoadOptions};
 #[cfg(feature = "tch")]

@@ -13,6 +13,7 @@ mod apps_metrics;
 mod architecture;
 mod bad_input;
 mod checkpoint;
+mod class_folders;
 mod cli_anonymize;
 mod cli_commands;
 mod determinism;

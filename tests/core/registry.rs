@@ -66,7 +66,9 @@ fn sources_parse_and_misuse_is_refused() {
     assert!(e.contains("text-conditioned"), "{e}");
     let e = with(&|o| o.device = "tpu".into()).unwrap_err().to_string();
     assert!(e.contains("not a device"), "{e}");
-    let e = with(&|o| o.classes = Some(vec![1])).unwrap_err().to_string();
+    let e = with(&|o| o.classes = boomerang::models::ClassLabels::Fixed(vec![1]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("class"), "{e}");
     let m = with(&|_| ()).unwrap();
     assert_eq!(m.description.family, Some(Family::Analytic));

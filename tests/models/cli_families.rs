@@ -205,3 +205,101 @@ fn convert_removes_temporaries_a_killed_run_left() {
     assert!(!stale.exists(), "the stale temporary is still there");
     assert!(unrelated.exists(), "a file of another naming was removed");
 }
+
+#[test]
+fn class_folders_label_each_image_with_its_folder() {
+    let root = scratch("cli-class-folders");
+    let input = root.join("in");
+    make_dataset(&input, &["0", "2"], 2, 8);
+    let model = fixture("patched/p2");
+    let anonymize = |out: &std::path::Path, class: &str| {
+        run_ok(
+            &[
+                "anonymize",
+                "--model",
+                s(&model),
+                "--class",
+                class,
+                "--t",
+                "0.3",
+                "--steps",
+                "10",
+                "--input",
+                s(&input),
+                "--output",
+                s(out),
+            ],
+            &[],
+        )
+    };
+    let (by_folder, all_zero) = (root.join("folders"), root.join("zero"));
+    let said = String::from_utf8_lossy(&anonymize(&by_folder, "folders").stdout).into_owned();
+    assert!(
+        said.contains("class labels: 2 class folders by number: 0=0, 2=2"),
+        "{said}"
+    );
+    anonymize(&all_zero, "0");
+    let (a, b) = (
+        crate::cli_common::images(&by_folder),
+        crate::cli_common::images(&all_zero),
+    );
+    assert_eq!(a.len(), 4);
+    for (name, bytes) in &a {
+        // Same key, same noise: only the label differs, and only in folder 2.
+        assert_eq!(name.starts_with("0/"), b[name] == *bytes, "{name}");
+    }
+    let manifest = std::fs::read_to_string(by_folder.join("manifest.jsonl")).unwrap();
+    assert!(manifest.contains("\"label\":2"), "{manifest}");
+
+    // Classifier guidance (DLSM) from a class map; `sample` takes labels, not folders.
+    let dlsm_in = root.join("dlsm-in");
+    make_dataset(&dlsm_in, &["cat"], 1, 16);
+    let map = root.join("map.json");
+    std::fs::write(&map, r#"{"cat": 3}"#).unwrap();
+    let aug = root.join("aug");
+    let dlsm = fixture("dlsm/tiny_a");
+    let clf = fixture("dlsm/tiny_clf/checkpoint.pth");
+    let said = run_ok(
+        &[
+            "augment",
+            "--model",
+            s(&dlsm),
+            "--classifier",
+            s(&clf),
+            "--class",
+            "folders",
+            "--class-map",
+            s(&map),
+            "--t",
+            "0.1",
+            "--steps",
+            "10",
+            "--input",
+            s(&dlsm_in),
+            "--output",
+            s(&aug),
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(said.contains("cat=3"), "{said}");
+    assert_eq!(pngs(&aug.join("cat")), 1);
+    let x = root.join("x");
+    let e = run_fails(
+        &[
+            "sample",
+            "--model",
+            s(&model),
+            "--class",
+            "folders",
+            "--t",
+            "0.2",
+            "-o",
+            s(&x),
+            s(&input),
+        ],
+        &[],
+        2,
+    );
+    assert!(e.contains("class-per-folder dataset"), "{e}");
+}

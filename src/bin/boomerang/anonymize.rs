@@ -55,9 +55,11 @@ pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
     };
     let limits = image_limits()?;
     check_batch_size(a.model.batch_size)?;
+    let class_folders = a.model.class_folders()?;
     let loaded = load_runner(&a.model)?;
     let runner = loaded.runner;
     let mut job = AnonymizeJob::new(&a.input, &a.output, a.t);
+    job.class_folders = class_folders;
     job.seed = a.model.seed;
     job.batch_size = a.model.batch_size;
     job.shard = shard;
@@ -89,6 +91,9 @@ pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
     bar.finish_and_clear();
     for (input, reason) in &report.failures {
         esay!("warning: skipped {input}: {reason}");
+    }
+    if let (Some(c), false) = (&report.classes, quiet) {
+        say!("class labels: {}", c.describe());
     }
     if !quiet {
         say!(

@@ -82,6 +82,7 @@ pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
     };
     job.size_policy = size_policy(a.resize);
     job.limits = image_limits()?;
+    job.class_folders = a.model.class_folders()?;
     // Refuse bad settings before a model is loaded.
     job.validate()?;
     let loaded = load_runner(&a.model)?;
@@ -100,6 +101,9 @@ pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
     bar.finish_and_clear();
     for (input, reason) in &report.failures {
         esay!("warning: skipped {input}: {reason}");
+    }
+    if let (Some(c), false) = (&report.classes, quiet) {
+        say!("class labels: {}", c.describe());
     }
     if !quiet {
         say!(

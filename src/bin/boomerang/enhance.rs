@@ -72,6 +72,7 @@ pub fn enhance(a: EnhanceArgs, quiet: bool) -> Result<(), CliError> {
     job.limits = image_limits()?;
     // Refuse bad settings before a model is loaded.
     job.validate()?;
+    a.model.refuse_class_folders("enhance")?;
     let runner = load_runner(&a.model)?.runner;
     let bar = progress::images_bar(0, "enhancing", quiet);
     let report = job

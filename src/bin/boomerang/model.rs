@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
+use boomerang::apps::classes::ClassFolders;
 use boomerang::core::codec::LatentMode;
 use boomerang::core::pipeline::Pipeline;
 use boomerang::core::prediction::Quantile;
 use boomerang::models::registry::{self, ModelSource};
-use boomerang::models::ModelOptions;
+use boomerang::models::{ClassLabels, ModelOptions};
 use boomerang::sampler::FastDpmKind;
 use boomerang::{Clip, Sampler, Spacing};
 use clap::{Args, ValueEnum};
@@ -96,9 +97,16 @@ pub struct ModelArgs {
     pub latent: Option<LatentArg>,
 
     /// Class label(s) for class-conditional models or classifier guidance: one for all
-    /// images, or a comma-separated list with one per image.
-    #[arg(long = "class", value_name = "LABEL", value_delimiter = ',')]
-    pub class: Vec<i64>,
+    /// images, a comma-separated list with one per image, or `folders` (anonymize, augment:
+    /// each image gets its class folder's label; folders named 0, 1, ... keep their
+    /// numbers, other names are numbered in sorted order as torchvision's ImageFolder does).
+    #[arg(long = "class", value_name = "LABELS", value_parser = parse_class)]
+    pub class: Option<ClassArg>,
+
+    /// With `--class folders`: a JSON map from class folder to label, `{"cat": 3, ...}` or
+    /// ImageNet's imagenet_class_index.json (for a dataset holding some of a model's classes).
+    #[arg(long, value_name = "FILE")]
+    pub class_map: Option<PathBuf>,
 
     /// A time-conditional classifier checkpoint for classifier guidance (NCSN++ / DLSM).
     #[arg(long, value_name = "CHECKPOINT")]
@@ -111,6 +119,29 @@ pub struct ModelArgs {
     /// The second model of an SNR-split pair (Patched Diffusion ImageNet: the low-SNR model).
     #[arg(long, value_name = "CHECKPOINT")]
     pub second_model: Option<PathBuf>,
+}
+
+/// `--class`: labels, or the images' class folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassArg {
+    /// One label for all images, or one per image.
+    Labels(Vec<i64>),
+    /// Each image's class folder.
+    Folders,
+}
+
+fn parse_class(s: &str) -> Result<ClassArg, String> {
+    if s == "folders" {
+        return Ok(ClassArg::Folders);
+    }
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("`{x}` is not a class label: give labels (3 or 3,5,7) or `folders`"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(ClassArg::Labels)
 }
 
 /// The reverse samplers offered on the command line.
@@ -205,6 +236,27 @@ impl ModelArgs {
         }))
     }
 
+    /// How class folders become labels (`--class folders`), for the dataset commands.
+    pub fn class_folders(&self) -> Result<Option<ClassFolders>, CliError> {
+        match (&self.class, &self.class_map) {
+            (Some(ClassArg::Folders), Some(map)) => Ok(Some(ClassFolders::read_map(map)?)),
+            (Some(ClassArg::Folders), None) => Ok(Some(ClassFolders::Auto)),
+            (_, Some(_)) => Err(CliError::usage("--class-map needs --class folders")),
+            _ => Ok(None),
+        }
+    }
+
+    /// Refuse `--class folders` for commands that take no class-per-folder dataset.
+    pub fn refuse_class_folders(&self, command: &str) -> Result<(), CliError> {
+        if matches!(self.class, Some(ClassArg::Folders)) || self.class_map.is_some() {
+            return Err(CliError::usage(format!(
+                "--class folders labels the images of a class-per-folder dataset (anonymize, augment); \
+                 `{command}` takes the label(s) themselves: --class 3 or --class 3,5"
+            )));
+        }
+        Ok(())
+    }
+
     /// The library's options.
     pub fn options(&self) -> Result<ModelOptions, CliError> {
         if self.batch_size == 0 {
@@ -244,7 +296,11 @@ impl ModelArgs {
                 LatentArg::Mode => LatentMode::Mode,
                 LatentArg::Sample => LatentMode::Sample,
             }),
-            classes: (!self.class.is_empty()).then(|| self.class.clone()),
+            classes: match &self.class {
+                None => ClassLabels::None,
+                Some(ClassArg::Labels(v)) => ClassLabels::Fixed(v.clone()),
+                Some(ClassArg::Folders) => ClassLabels::PerImage,
+            },
             classifier: self.classifier.clone(),
             classifier_scale: self.classifier_scale,
             second: self.second_model.clone(),

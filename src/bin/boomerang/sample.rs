@@ -51,6 +51,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
     job.limits = image_limits()?;
     // Refuse bad settings before a model is loaded.
     job.validate()?;
+    a.model.refuse_class_folders("sample")?;
     let runner = load_runner(&a.model)?.runner;
     let bar = progress::images_bar(0, "sampling", quiet);
     let report = job

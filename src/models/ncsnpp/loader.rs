@@ -2,7 +2,9 @@
 //! its VE SDE, with classifier guidance from a time-conditional classifier when one is given.
 
 use super::{load, load_classifier, ClassifierLoadOptions, DlsmLoadOptions, NcsnppConfig};
-use crate::models::family::{clip_name, spacing_name, Family, LoadedModel, ModelDescription, ModelOptions, Probe};
+use crate::models::family::{
+    clip_name, spacing_name, ClassLabels, Family, LoadedModel, ModelDescription, ModelOptions, Probe,
+};
 use crate::models::{parse_device, parse_kind};
 use crate::{Clip, Condition, Error, Result, Spacing};
 
@@ -42,7 +44,7 @@ pub(crate) fn load_pipeline(probe: &Probe, options: &ModelOptions) -> Result<Loa
     description.set("steps", spacing_name(&spacing));
     description.set("clip", clip_name(clip));
     let guidance = match (&options.classifier, &options.classes) {
-        (Some(path), Some(classes)) => {
+        (Some(path), labels @ (ClassLabels::Fixed(_) | ClassLabels::PerImage)) => {
             let guide = load_classifier(
                 path,
                 &ClassifierLoadOptions {
@@ -56,29 +58,38 @@ pub(crate) fn load_pipeline(probe: &Probe, options: &ModelOptions) -> Result<Loa
             let scale = options.classifier_scale.unwrap_or(1.0);
             description.set("classifier", path.display().to_string());
             description.set("classifier_scale", scale);
-            description.set("class", serde_json::json!(classes));
-            Some((model.classifier_guidance(guide, scale)?, classes.clone()))
+            let condition = match labels {
+                ClassLabels::Fixed(classes) => {
+                    description.set("class", serde_json::json!(classes));
+                    Condition::Class(classes.clone())
+                }
+                _ => {
+                    description.set("class", "per image");
+                    Condition::None
+                }
+            };
+            Some((model.classifier_guidance(guide, scale)?, condition))
         }
-        (Some(_), None) => {
+        (Some(_), ClassLabels::None) => {
             return Err(Error::param(
                 "class",
                 "classifier guidance needs the target class label(s)",
             ))
         }
-        (None, Some(_)) => {
+        (None, ClassLabels::Fixed(_) | ClassLabels::PerImage) => {
             return Err(Error::param(
                 "class",
                 "NCSN++ score models are unconditional: class labels need a classifier for guidance",
             ))
         }
-        (None, None) if options.classifier_scale.is_some() => {
+        (None, ClassLabels::None) if options.classifier_scale.is_some() => {
             return Err(Error::param("classifier", "a classifier scale needs a classifier"))
         }
-        (None, None) => None,
+        (None, ClassLabels::None) => None,
     };
     let mut builder = model.into_builder().sampler(sampler).spacing(spacing).clip(clip);
-    if let Some((g, classes)) = guidance {
-        builder = builder.condition(Condition::Class(classes)).guidance(g);
+    if let Some((g, condition)) = guidance {
+        builder = builder.condition(condition).guidance(g);
     }
     Ok(LoadedModel {
         pipeline: Box::new(builder.build()?),

@@ -385,7 +385,7 @@ pub(crate) fn load_pipeline(
     probe: &crate::models::Probe,
     options: &crate::models::ModelOptions,
 ) -> Result<crate::models::LoadedModel> {
-    use crate::models::family::{clip_name, spacing_name, Family, LoadedModel, ModelDescription};
+    use crate::models::family::{clip_name, spacing_name, ClassLabels, Family, LoadedModel, ModelDescription};
     use crate::Spacing;
     options.refuse(
         "Patched Diffusion",
@@ -427,9 +427,14 @@ pub(crate) fn load_pipeline(
         .spacing(spacing)
         .clip(clip);
     match (&options.classes, model.config.num_classes) {
-        (Some(classes), Some(_)) => {
-            description.set("class", serde_json::json!(classes));
-            builder = builder.condition(Condition::Class(classes.clone()));
+        (labels @ (ClassLabels::Fixed(_) | ClassLabels::PerImage), Some(_)) => {
+            match labels {
+                ClassLabels::Fixed(classes) => {
+                    description.set("class", serde_json::json!(classes));
+                    builder = builder.condition(Condition::Class(classes.clone()));
+                }
+                _ => description.set("class", "per image"),
+            }
             let guidance = match (options.guidance, &d.guidance, null) {
                 (Some(g), _, Some(null)) if g != 1.0 => {
                     Some(Guidance::classifier_free(g, Condition::Class(vec![null])))
@@ -443,28 +448,29 @@ pub(crate) fn load_pipeline(
                 builder = builder.guidance(g);
             }
         }
-        (None, Some(n)) => {
+        (ClassLabels::None, Some(n)) => {
             return Err(Error::param(
                 "class",
                 format!(
-                    "this Patched Diffusion model is class-conditional: give the class label(s), 0..{}",
+                    "this Patched Diffusion model is class-conditional: give the class label(s), 0..{}, \
+                     or take them from the dataset's class folders",
                     n - 1
                 ),
             ))
         }
-        (Some(_), None) => {
+        (_, None) if options.classes != ClassLabels::None => {
             return Err(Error::param(
                 "class",
                 "this Patched Diffusion model is unconditional; it takes no class labels",
             ))
         }
-        (None, None) if options.guidance.is_some() => {
+        (_, None) if options.guidance.is_some() => {
             return Err(Error::param(
                 "guidance",
                 "this Patched Diffusion model is unconditional; classifier-free guidance needs a class-conditional one",
             ))
         }
-        (None, None) => {}
+        (_, None) => {}
     }
     Ok(LoadedModel {
         pipeline: Box::new(builder.build()?),
