@@ -39,13 +39,15 @@ test: lint test-core test-tch package-size
 ## Formatting, clippy and the docs of both feature sets, warnings denied.
 lint: $(TORCH_STAMP)
 	$(CARGO) fmt --check
-	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
+	$(CARGO) clippy --no-default-features --lib -- -D warnings
+	$(CARGO) clippy --no-default-features --features cli --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-default-features --no-deps --quiet
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
+## The pure-Rust core (and the command-line tool built without libtorch).
 test-core:
-	$(CARGO) test --no-default-features
+	$(CARGO) test --no-default-features --features cli
 
 test-tch: $(TORCH_STAMP)
 	$(CARGO) test
@@ -54,7 +56,7 @@ test-tch: $(TORCH_STAMP)
 ## fixtures must fit.
 package-size:
 	$(CARGO) package --no-verify --allow-dirty --quiet
-	@size=$$(stat -c %s target/package/boomerang-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).crate); \
+	@size=$$(stat -c %s target/package/boomerang-diffusion-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).crate); \
 	echo "package: $$size bytes (crates.io limit 10485760)"; \
 	test $$size -lt 10485760
 	rm -rf target/package

@@ -9,16 +9,16 @@
 //!
 //! ```
 //! use boomerang::{analytic::GaussianDenoiser, schedule::DiscreteSchedule, Boomerang, TimeSpec};
-//! use rand::SeedableRng;
+//! use boomerang::{ndarray::Array4, rand::SeedableRng, rand_chacha::ChaCha8Rng};
 //!
 //! // An exact denoiser of Gaussian data stands in for a network here.
 //! let runner = Boomerang::builder(GaussianDenoiser::new(0.0, 0.5)?, DiscreteSchedule::linear(1000, 1e-4, 0.02)?)
 //!     .build()?;
-//! let x0 = ndarray::Array4::<f32>::from_elem((4, 3, 16, 16), 0.25);
-//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+//! let x0 = Array4::<f32>::from_elem((4, 3, 16, 16), 0.25);
+//! let mut rng = ChaCha8Rng::seed_from_u64(42);
 //! let near = runner.run(x0.view(), TimeSpec::fraction(0.1), &mut rng)?;
 //! let far = runner.run(x0.view(), TimeSpec::fraction(0.9), &mut rng)?;
-//! let dist = |a: &ndarray::Array4<f32>| (a - &x0).mapv(|v| v * v).mean().unwrap();
+//! let dist = |a: &Array4<f32>| (a - &x0).mapv(|v| v * v).mean().unwrap();
 //! assert!(dist(&near) < dist(&far));
 //! # Ok::<(), boomerang::Error>(())
 //! ```
@@ -47,6 +47,14 @@
 //! - `tch` (default): libtorch-backed networks, the embedded default model and training.
 //!   Without it (`--no-default-features`) the pure-Rust core builds and runs with no
 //!   libtorch.
+//! - `cli` (default): the `boomerang` command-line tool (clap, indicatif); a library that
+//!   does not need it builds with `default-features = false`.
+//!
+//! ## The crates in the API
+//! Arrays are [`ndarray`]'s and random number generators [`rand`]'s, at the versions
+//! re-exported here: write `boomerang::ndarray::Array4` and
+//! `boomerang::rand_chacha::ChaCha8Rng` (or depend on exactly these versions) so that a
+//! newer `cargo add ndarray` can never give you types of another version.
 //!
 //! ## Reproducibility
 //! Randomness comes only from the caller: `run(x0, t, &mut rng)` draws one seed from `rng`
@@ -54,6 +62,14 @@
 //! your choice (e.g. a file path hash). Same seed, same bits, on any batch size and thread
 //! count.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The `ndarray` version of this crate's arrays.
+pub use ndarray;
+/// The `rand` version of this crate's random number generator traits.
+pub use rand;
+/// The `rand_chacha` version of the ChaCha8 generators behind [`NoiseStreams`].
+pub use rand_chacha;
 
 pub mod analytic;
 pub mod apps;
@@ -78,3 +94,8 @@ pub use crate::core::prediction::{Clip, Prediction, Quantile};
 pub use error::{Error, Result};
 pub use sampler::{Sampler, SamplerState, Spacing, StepInfo, StepOutput, Variance};
 pub use schedule::{GridPoint, NoiseSchedule, TimeSpec};
+
+// The README's examples, compiled and run as doctests (they use the `tch` models).
+#[cfg(all(doctest, feature = "tch"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
