@@ -25,7 +25,7 @@ fn sample_writes_k_samples_per_t_deterministically_and_never_overwrites() {
     let out = root.join("out");
     let args = |out: &std::path::Path, extra: &[&'static str]| -> Vec<String> {
         let mut v: Vec<String> = [
-            "sample", "--model", MODEL, "--t", "0.1,300", "-k", "3", "--steps", "50", "--grid", "-q", "-o",
+            "sample", "--model", MODEL, "--t", "0.1", "--step", "300", "-k", "3", "--steps", "50", "--grid", "-q", "-o",
         ]
         .iter()
         .map(|a| a.to_string())
@@ -360,6 +360,11 @@ fn bad_inputs_give_messages_and_nonzero_exits() {
         (vec!["--model", MODEL, "--t", "abc"], "fraction"),
         (vec!["--model", MODEL, "--t", "0"], "step"),
         (vec!["--model", MODEL, "--t", "1000"], "step"),
+        // `--t 1` could mean step 1 or the whole process: refused, naming both forms.
+        (vec!["--model", MODEL, "--t", "1"], "ambiguous"),
+        (vec!["--model", MODEL, "--t", "1"], "--step 1"),
+        (vec!["--model", MODEL, "--step", "0.3"], "fractions go with --t"),
+        (vec!["--model", MODEL, "--step", "1000"], "step"),
         (vec!["--model", MODEL, "--t", "0.0001"], "step 0"),
         (vec!["--model", "gaussian:0", "--t", "0.3"], "gaussian:MEAN,STD"),
         (vec!["--model", "gaussian:0,-1", "--t", "0.3"], "std"),

@@ -194,8 +194,39 @@ fn classifier_guidance_refuses_missing_or_out_of_range_labels() {
             .guidance(Guidance::classifier(1.0, guide.clone()))
             .build()
     };
-    let e = build(Condition::None).unwrap_err().to_string();
+    // Without labels the runner waits for them with each run (per-image labels)...
+    let unlabelled = build(Condition::None).unwrap();
+    let x = Array4::<f32>::zeros((2, 1, 2, 2));
+    let mut noise = NoiseStreams::keyed(0, &[1, 2]);
+    let e = unlabelled
+        .run_with(x.view(), TimeSpec::fraction(0.2), &mut noise, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("class labels"), "{e}");
+    let ts = [TimeSpec::fraction(0.2); 2];
+    let e = unlabelled
+        .run_items_conditioned(x.view(), &ts, &Condition::Class(vec![0, 5]), &mut noise)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("label 5") && e.contains("2 classes"), "{e}");
+    let per_image = unlabelled
+        .run_items_conditioned(x.view(), &ts, &Condition::Class(vec![0, 1]), &mut noise)
+        .unwrap();
+    // ... and then equals a runner built with those labels.
+    let labelled = build(Condition::Class(vec![0, 1])).unwrap();
+    let fixed = labelled
+        .run_items(x.view(), &ts, &mut NoiseStreams::keyed(0, &[1, 2]))
+        .unwrap();
+    let again = unlabelled
+        .run_items_conditioned(
+            x.view(),
+            &ts,
+            &Condition::Class(vec![0, 1]),
+            &mut NoiseStreams::keyed(0, &[1, 2]),
+        )
+        .unwrap();
+    assert_eq!(fixed, again);
+    assert_eq!(per_image.dim(), fixed.dim());
     let e = build(Condition::Class(vec![2])).unwrap_err().to_string();
     assert!(e.contains("label 2") && e.contains("2 classes"), "{e}");
     assert!(build(Condition::Class(vec![1])).is_ok());

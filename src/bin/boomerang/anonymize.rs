@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use crate::error::CliError;
 use crate::inputs::{image_limits, size_policy};
 use crate::model::{load_runner, ModelArgs};
-use crate::{parse_t_arg, progress};
+use crate::{one_time, parse_step_arg, parse_t_arg, progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
@@ -28,9 +28,12 @@ pub struct AnonymizeArgs {
     /// The output folder (mirrors the input tree; must not be inside the input).
     #[arg(long)]
     output: PathBuf,
-    /// t as a fraction (0.3) or a step (300).
-    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T")]
-    t: TimeSpec,
+    /// t as a fraction of the process (0.3; 1.0: all of it).
+    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T", conflicts_with = "step")]
+    t: Option<TimeSpec>,
+    /// t as an integer training step instead (300).
+    #[arg(long, value_parser = parse_step_arg, value_name = "STEP")]
+    step: Option<TimeSpec>,
     /// This run's part of the dataset, INDEX/COUNT (default: from the environment, else all).
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
@@ -58,7 +61,7 @@ pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
     let class_folders = a.model.class_folders()?;
     let loaded = load_runner(&a.model)?;
     let runner = loaded.runner;
-    let mut job = AnonymizeJob::new(&a.input, &a.output, a.t);
+    let mut job = AnonymizeJob::new(&a.input, &a.output, one_time(a.t, a.step)?);
     job.class_folders = class_folders;
     job.seed = a.model.seed;
     job.batch_size = a.model.batch_size;

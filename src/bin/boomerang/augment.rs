@@ -9,7 +9,7 @@ use clap::Args;
 use crate::error::CliError;
 use crate::inputs::{image_limits, size_policy};
 use crate::model::{load_runner, ModelArgs};
-use crate::{parse_t_arg, progress};
+use crate::{parse_step_arg, parse_t_arg, progress};
 
 #[derive(Debug, Args)]
 pub struct AugmentArgs {
@@ -19,9 +19,12 @@ pub struct AugmentArgs {
     /// The output folder (must not be inside the input).
     #[arg(long)]
     output: PathBuf,
-    /// Fixed t: a fraction (0.3) or a step (300).
-    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T", required_unless_present = "t_range", conflicts_with = "t_range")]
+    /// Fixed t as a fraction of the process (0.3).
+    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T", conflicts_with_all = ["t_range", "step"])]
     t: Option<TimeSpec>,
+    /// Fixed t as an integer training step instead (300).
+    #[arg(long, value_parser = parse_step_arg, value_name = "STEP", conflicts_with = "t_range")]
+    step: Option<TimeSpec>,
     /// Draw each copy's t uniformly from LOW:HIGH (fractions), seeded.
     #[arg(long, value_name = "LOW:HIGH")]
     t_range: Option<String>,
@@ -63,10 +66,14 @@ fn parse_range(s: &str) -> Result<TimeChoice, CliError> {
 }
 
 pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
-    let t = match (&a.t, &a.t_range) {
-        (Some(t), None) => TimeChoice::Fixed(*t),
+    let t = match (a.t.or(a.step), &a.t_range) {
+        (Some(t), None) => TimeChoice::Fixed(t),
         (None, Some(r)) => parse_range(r)?,
-        _ => return Err(CliError::usage("give either --t or --t-range")),
+        _ => {
+            return Err(CliError::usage(
+                "give --t (a fraction), --step (a step) or --t-range LOW:HIGH",
+            ))
+        }
     };
     let mut job = AugmentJob::new(&a.input, &a.output, t);
     job.copies = a.copies;

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use crate::error::CliError;
 use crate::inputs::image_limits;
 use crate::model::{load_runner, ModelArgs};
-use crate::{parse_t_arg, progress};
+use crate::{one_time, parse_step_arg, parse_t_arg, progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FilterArg {
@@ -38,9 +38,12 @@ pub struct EnhanceArgs {
     /// Output folder (never inside an input folder).
     #[arg(short, long)]
     output: PathBuf,
-    /// t of each pass: a fraction (0.2) or a step (200).
-    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T")]
-    t: TimeSpec,
+    /// t of each pass as a fraction of the process (0.2).
+    #[arg(long = "t", value_parser = parse_t_arg, value_name = "T", conflicts_with = "step")]
+    t: Option<TimeSpec>,
+    /// t of each pass as an integer training step instead (200).
+    #[arg(long, value_parser = parse_step_arg, value_name = "STEP")]
+    step: Option<TimeSpec>,
     /// Passes (1: vanilla; more: cascaded, each from the previous result; at most 1000).
     #[arg(long, default_value_t = 1)]
     passes: usize,
@@ -61,7 +64,7 @@ pub struct EnhanceArgs {
 }
 
 pub fn enhance(a: EnhanceArgs, quiet: bool) -> Result<(), CliError> {
-    let mut job = EnhanceJob::new(a.inputs.clone(), &a.output, a.t);
+    let mut job = EnhanceJob::new(a.inputs.clone(), &a.output, one_time(a.t, a.step)?);
     job.passes = a.passes;
     job.candidates = a.candidates;
     job.filter = a.filter.into();

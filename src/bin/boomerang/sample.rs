@@ -11,7 +11,7 @@ use clap::Args;
 use crate::error::CliError;
 use crate::inputs::{image_limits, size_policy};
 use crate::model::{load_runner, ModelArgs};
-use crate::{parse_t_arg, progress};
+use crate::{parse_step_arg, parse_t_arg, progress};
 
 #[derive(Debug, Args)]
 pub struct SampleArgs {
@@ -21,9 +21,13 @@ pub struct SampleArgs {
     /// Output folder (never inside an input folder).
     #[arg(short, long)]
     output: PathBuf,
-    /// t as a fraction (0.3) or a step (300); several: --t 0.2,0.5 or --t 0.2 --t 0.5.
-    #[arg(long = "t", required = true, value_delimiter = ',', value_parser = parse_t_arg, value_name = "T")]
+    /// t as a fraction of the process (0.3; 1.0: all of it); several: --t 0.2,0.5 or
+    /// --t 0.2 --t 0.5.
+    #[arg(long = "t", required_unless_present = "step", value_delimiter = ',', value_parser = parse_t_arg, value_name = "T")]
     t: Vec<TimeSpec>,
+    /// t as integer training steps instead (300; several: --step 100,300).
+    #[arg(long, value_delimiter = ',', value_parser = parse_step_arg, value_name = "STEP")]
+    step: Vec<TimeSpec>,
     /// Samples per image and t (at most 10000).
     #[arg(short = 'k', long, default_value_t = 4)]
     samples: usize,
@@ -41,7 +45,8 @@ pub struct SampleArgs {
 }
 
 pub fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
-    let mut job = SampleJob::new(a.inputs.clone(), &a.output, a.t.clone());
+    let times: Vec<TimeSpec> = a.t.iter().chain(&a.step).copied().collect();
+    let mut job = SampleJob::new(a.inputs.clone(), &a.output, times.clone());
     job.samples = a.samples;
     job.grid = a.grid;
     job.size_policy = size_policy(a.resize);
@@ -66,7 +71,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
             "wrote {} samples of {} image(s) at t = {} to {}",
             report.written,
             report.images,
-            a.t.iter().map(|&t| format_time(t)).collect::<Vec<_>>().join(", "),
+            times.iter().map(|&t| format_time(t)).collect::<Vec<_>>().join(", "),
             a.output.display()
         );
         say!("distance to the input ([0, 1] scale, mean over samples):");
