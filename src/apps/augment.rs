@@ -482,7 +482,7 @@ impl AugmentJob {
         check_batch_size(self.batch_size)
     }
 
-    /// Run it; `progress(copies_done, copies_total)` after each batch. With
+    /// Run it; `progress(copies_done, copies_total)` at the start and after each batch. With
     /// [`class_folders`](Self::class_folders), each image's copies are made with its folder's
     /// label ([`Pipeline::sample_conditioned`]). Every check (names,
     /// collisions, links in the output tree, existing outputs and the settings that made
@@ -600,6 +600,7 @@ impl AugmentJob {
         let model = runner.input();
         let total = list.images.len() * self.copies;
         let mut done = 0;
+        progress(0, total);
         for chunk in list.images.chunks(self.batch_size) {
             let loaded: Vec<Result<LoadedImage>> = chunk
                 .par_iter()

@@ -334,7 +334,8 @@ impl EnhanceJob {
         Ok(())
     }
 
-    /// Run it; `progress(done, total)` counts candidate passes. Every check is made before
+    /// Run it; `progress(done, total)` counts candidate passes (called at the start and after
+    /// each pass of a batch). Every check is made before
     /// anything is written.
     pub fn run<S: Pipeline + ?Sized>(
         &self,
@@ -394,6 +395,7 @@ impl EnhanceJob {
         let k = self.candidates;
         let total = inputs.len() * k * self.passes;
         let mut done = 0;
+        progress(0, total);
         let mut report = EnhanceReport {
             images: inputs.len(),
             ..EnhanceReport::default()

@@ -158,7 +158,7 @@ impl SampleJob {
         Ok(())
     }
 
-    /// Run it; `progress(samples_done, samples_total)` after each batch. Every check is made
+    /// Run it; `progress(samples_done, samples_total)` at the start and after each batch. Every check is made
     /// before anything is written; then an error (a model failure, a write that fails) stops
     /// the run.
     pub fn run<S: Pipeline + ?Sized>(
@@ -239,6 +239,7 @@ impl SampleJob {
         // Per t: (Σ RMSE, Σ SSIM, SSIM count, n).
         let mut table = vec![(0f64, 0f64, 0usize, 0usize); self.t.len()];
         let mut done = 0;
+        progress(0, total);
         for i in &inputs {
             let img = load_for_model_with(&i.path, &model, self.size_policy, &self.limits)?;
             let key = path_key(&i.rel);

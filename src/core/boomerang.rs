@@ -259,7 +259,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         noise: &mut NoiseStreams,
         callback: Option<StepCallback<'_>>,
     ) -> Result<BoomerangOutput> {
-        self.run_inner(x0, t, None, noise, callback)
+        self.run_inner(x0, t, None, &self.condition, noise, callback)
     }
 
     /// [`run_with`](Boomerang::run_with) with a forward noise `z` of your own (model-space
@@ -273,14 +273,15 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         noise: &mut NoiseStreams,
         callback: Option<StepCallback<'_>>,
     ) -> Result<BoomerangOutput> {
-        self.run_inner(x0, t, Some(z), noise, callback)
+        self.run_inner(x0, t, Some(z), &self.condition, noise, callback)
     }
 
-    fn run_inner(
+    pub(crate) fn run_inner(
         &self,
         x0: ArrayView4<'_, f32>,
         t: TimeSpec,
         z: Option<ArrayView4<'_, f32>>,
+        condition: &Condition,
         noise: &mut NoiseStreams,
         callback: Option<StepCallback<'_>>,
     ) -> Result<BoomerangOutput> {
@@ -310,7 +311,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         Zip::from(&mut x_t)
             .and(&encoded)
             .par_for_each(|z, &x| *z = a * x + s * *z);
-        let (model_sample, pred_x0) = self.reverse(x_t.clone(), &grid, noise, callback)?;
+        let (model_sample, pred_x0) = self.reverse(x_t.clone(), &grid, condition, noise, callback)?;
         Ok(BoomerangOutput {
             sample: self.codec.decode(model_sample.view())?,
             model_sample,
@@ -335,7 +336,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         self.denoiser.spec().check_batch(&x_t, "x_t")?;
         check_streams(noise, x_t.dim().0)?;
         let grid = self.plan(t)?;
-        let (model_sample, pred_x0) = self.reverse(x_t.to_owned(), &grid, noise, callback)?;
+        let (model_sample, pred_x0) = self.reverse(x_t.to_owned(), &grid, &self.condition, noise, callback)?;
         Ok(BoomerangOutput {
             sample: self.codec.decode(model_sample.view())?,
             model_sample,
@@ -358,12 +359,13 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
     /// With one `t` for all items this equals [`run_with`](Boomerang::run_with) bit for bit
     /// (for a denoiser whose items do not influence each other).
     pub fn run_items(&self, x0: ArrayView4<'_, f32>, ts: &[TimeSpec], noise: &mut NoiseStreams) -> Result<Array4<f32>> {
-        self.run_items_inner(x0, ts, &self.condition, noise)
+        self.run_items_inner(x0, ts, &self.condition, noise, &mut |_| {})
     }
 
     /// [`run_items`](Boomerang::run_items) with a condition of this run in place of the
-    /// runner's own: one for all items or one per item, e.g. the class label of each image
-    /// of a class-per-folder dataset. It also supplies the labels of classifier guidance.
+    /// runner's own (`Condition::None` keeps the runner's): one for all items or one per
+    /// item, e.g. the class label of each image of a class-per-folder dataset. It also
+    /// supplies the labels of classifier guidance.
     pub fn run_items_conditioned(
         &self,
         x0: ArrayView4<'_, f32>,
@@ -371,18 +373,30 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         condition: &Condition,
         noise: &mut NoiseStreams,
     ) -> Result<Array4<f32>> {
+        let condition = self.run_condition(condition)?;
+        self.run_items_inner(x0, ts, condition, noise, &mut |_| {})
+    }
+
+    /// The condition of a run: the runner's own for `Condition::None`, else `condition`
+    /// checked against the guidance.
+    pub(crate) fn run_condition<'a>(&'a self, condition: &'a Condition) -> Result<&'a Condition> {
+        if let Condition::None = condition {
+            return Ok(&self.condition);
+        }
         if let Some(g) = &self.guidance {
             g.validate(condition)?;
         }
-        self.run_items_inner(x0, ts, condition, noise)
+        Ok(condition)
     }
 
-    fn run_items_inner(
+    /// `on_step(k)` after every reverse step, `k` the number of items it advanced.
+    pub(crate) fn run_items_inner(
         &self,
         x0: ArrayView4<'_, f32>,
         ts: &[TimeSpec],
         condition: &Condition,
         noise: &mut NoiseStreams,
+        on_step: &mut dyn FnMut(usize),
     ) -> Result<Array4<f32>> {
         let n = x0.dim().0;
         if ts.len() != n {
@@ -450,6 +464,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
                         .step(&mut model, xi.view(), &from, to, &mut streams[i], &mut states[i])?;
                     x.slice_mut(s![i..i + 1, .., .., ..]).assign(&out.prev_sample);
                 }
+                on_step(active.len());
             }
             Ok(())
         })();
@@ -487,7 +502,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         let scale = level.alpha.hypot(level.sigma) as f32;
         let x = noise.normal((c, h, w))?.mapv_into(|v| v * scale);
         self.denoiser.spec().check_batch(&x.view(), "prior sample")?;
-        let out = self.reverse(x, &grid, &mut noise, None)?.0;
+        let out = self.reverse(x, &grid, &self.condition, &mut noise, None)?.0;
         self.codec.decode(out.view())
     }
 
@@ -495,11 +510,12 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         &self,
         x: Array4<f32>,
         grid: &[GridPoint],
+        condition: &Condition,
         noise: &mut NoiseStreams,
         callback: Option<StepCallback<'_>>,
     ) -> Result<(Array4<f32>, Array4<f32>)> {
         let n = x.dim().0;
-        let condition = self.condition.repeat_to(n)?;
+        let condition = condition.repeat_to(n)?;
         let guidance = match &self.guidance {
             Some(g) => Some(g.repeat_to(n)?),
             None => None,

@@ -62,6 +62,33 @@ pub trait Pipeline {
             ))),
         }
     }
+
+    /// The number of reverse steps of a run from `t`, the unit of progress (1 where a
+    /// pipeline cannot tell).
+    fn steps(&self, t: TimeSpec) -> Result<usize> {
+        self.start_time(t).map(|_| 1)
+    }
+
+    /// [`sample_conditioned`](Pipeline::sample_conditioned) that calls `on_step(k)` after
+    /// every reverse step, `k` the number of items it advanced: over a call they add up to
+    /// the sum of [`steps`](Pipeline::steps) of `ts`. For progress reports; the samples are
+    /// the same as without it. The default reports the whole call at its end.
+    fn sample_observed(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Array4<f32>> {
+        let out = self.sample_conditioned(images, ts, condition, noise)?;
+        let mut total = 0;
+        for &t in ts {
+            total += self.steps(t)?;
+        }
+        on_step(total);
+        Ok(out)
+    }
 }
 
 fn default_sample_items<S: Pipeline + ?Sized>(
@@ -144,6 +171,32 @@ impl<D: Denoiser, C: Codec> Pipeline for Boomerang<D, C> {
     ) -> Result<Array4<f32>> {
         self.run_items_conditioned(images, ts, condition, noise)
     }
+
+    fn steps(&self, t: TimeSpec) -> Result<usize> {
+        Ok(self.plan(t)?.len())
+    }
+
+    fn sample_observed(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Array4<f32>> {
+        let condition = self.run_condition(condition)?;
+        let n = images.dim().0;
+        match ts.first() {
+            // One `t` for all: the batched run, reporting each step of the whole batch.
+            Some(&t) if ts.len() == n && ts.iter().all(|&x| x == t) => {
+                let mut report = |_: &crate::StepInfo<'_>| on_step(n);
+                Ok(self
+                    .run_inner(images, t, None, condition, noise, Some(&mut report))?
+                    .sample)
+            }
+            _ => self.run_items_inner(images, ts, condition, noise, on_step),
+        }
+    }
 }
 
 impl<S: Pipeline + ?Sized> Pipeline for &S {
@@ -173,6 +226,19 @@ impl<S: Pipeline + ?Sized> Pipeline for &S {
     ) -> Result<Array4<f32>> {
         (**self).sample_conditioned(images, ts, condition, noise)
     }
+    fn steps(&self, t: TimeSpec) -> Result<usize> {
+        (**self).steps(t)
+    }
+    fn sample_observed(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Array4<f32>> {
+        (**self).sample_observed(images, ts, condition, noise, on_step)
+    }
 }
 
 impl<S: Pipeline + ?Sized> Pipeline for Box<S> {
@@ -201,5 +267,18 @@ impl<S: Pipeline + ?Sized> Pipeline for Box<S> {
         noise: &mut NoiseStreams,
     ) -> Result<Array4<f32>> {
         (**self).sample_conditioned(images, ts, condition, noise)
+    }
+    fn steps(&self, t: TimeSpec) -> Result<usize> {
+        (**self).steps(t)
+    }
+    fn sample_observed(
+        &self,
+        images: ArrayView4<'_, f32>,
+        ts: &[TimeSpec],
+        condition: &Condition,
+        noise: &mut NoiseStreams,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Array4<f32>> {
+        (**self).sample_observed(images, ts, condition, noise, on_step)
     }
 }

@@ -440,3 +440,54 @@ fn the_builtin_default_model_needs_libtorch() {
     let err = run_fails(&["train", "--shapes", "-o", s(&root.join("m"))], &[], 2);
     assert!(err.contains("libtorch"), "{err}");
 }
+
+#[test]
+fn progress_moves_with_every_reverse_step() {
+    let root = scratch("progress");
+    let input = root.join("in");
+    make_dataset(&input, &["a"], 1, 8);
+    let out = root.join("out");
+    let args = [
+        "sample",
+        "--model",
+        "gaussian:0,0.5",
+        "--t",
+        "0.5",
+        "-k",
+        "4",
+        "--batch-size",
+        "4",
+        "--steps",
+        "100",
+        "--progress",
+        "lines",
+        "-o",
+        s(&out),
+        s(&input),
+    ];
+    let text = String::from_utf8(run_ok(&args, &[]).stderr).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("sampling: ")).collect();
+    // One batch of 4 samples over the grid's steps from t = 0.5 (about 50 of the 100):
+    // 4 image-steps per reverse step, reported as they happen.
+    let total: u64 = lines[0]
+        .split(", ")
+        .nth(1)
+        .and_then(|p| p.split('/').nth(1))
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        total % 4 == 0 && (45 * 4..=55 * 4).contains(&total),
+        "{total} image-steps:\n{text}"
+    );
+    let mid_batch = lines
+        .iter()
+        .filter(|l| l.contains("0/4 samples") && !l.contains(&format!(" 0/{total} steps")))
+        .count();
+    assert!(mid_batch >= 10, "progress did not move within the batch:\n{text}");
+    let end = format!("4/4 samples, {total}/{total} steps (100%)");
+    assert!(lines.last().is_some_and(|l| l.contains(&end)), "{text}");
+    // Quiet means quiet.
+    let q: Vec<&str> = args.iter().copied().chain(["-q", "--overwrite"]).collect();
+    assert!(run_ok(&q, &[]).stderr.is_empty());
+}

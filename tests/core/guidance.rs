@@ -275,3 +275,40 @@ fn items_at_different_t_share_one_call_per_step_and_match_single_runs() {
         .run_items(x.view(), &ts[..2], &mut NoiseStreams::keyed(9, &keys))
         .is_err());
 }
+
+#[test]
+fn observed_runs_report_every_step_and_change_nothing() {
+    use boomerang::core::pipeline::Pipeline;
+    let runner = Boomerang::builder(
+        GaussianDenoiser::new(0.0, 0.5).unwrap(),
+        DiscreteSchedule::ddpm().unwrap(),
+    )
+    .spacing(Spacing::Uniform(40))
+    .build()
+    .unwrap();
+    let x = x0();
+    for ts in [
+        vec![TimeSpec::fraction(0.5); 2],
+        vec![TimeSpec::fraction(0.2), TimeSpec::fraction(0.7)],
+    ] {
+        let mut reports = Vec::new();
+        let seen = runner
+            .sample_observed(
+                x.view(),
+                &ts,
+                &Condition::None,
+                &mut NoiseStreams::keyed(3, &[1, 2]),
+                &mut |k| reports.push(k),
+            )
+            .unwrap();
+        let plain = runner
+            .sample_items(x.view(), &ts, &mut NoiseStreams::keyed(3, &[1, 2]))
+            .unwrap();
+        assert_eq!(seen, plain, "observing changed the samples");
+        let want: usize = ts.iter().map(|&t| runner.steps(t).unwrap()).sum();
+        assert_eq!(reports.iter().sum::<usize>(), want, "{ts:?}: {reports:?}");
+        // One report per reverse step of the longest grid.
+        let longest = ts.iter().map(|&t| runner.steps(t).unwrap()).max().unwrap();
+        assert_eq!(reports.len(), longest);
+    }
+}

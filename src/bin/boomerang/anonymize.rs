@@ -77,21 +77,24 @@ pub fn anonymize(a: AnonymizeArgs, quiet: bool) -> Result<(), CliError> {
     for (k, v) in loaded.settings {
         job.extra.insert(k.to_string(), v);
     }
-    let bar = progress::images_bar(0, "anonymizing", quiet);
+    let steps = runner.steps(job.t).unwrap_or(1);
+    let work = progress::Work::new("anonymizing", "images", steps as f64, quiet);
+    let counted = progress::Counted {
+        inner: &*runner,
+        work: &work,
+    };
     let mut first = true;
     let report = job
-        .run(&runner, &mut |p| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
+        .run(&counted, &mut |p| {
+            work.units(p.done, p.total);
             if first {
                 // Images found done by a resumed run do not count towards the rate.
-                bar.reset_elapsed();
-                bar.reset_eta();
+                work.restart_clock();
                 first = false;
             }
         })
         .map_err(CliError::from_job(&a.output))?;
-    bar.finish_and_clear();
+    work.finish();
     for (input, reason) in &report.failures {
         esay!("warning: skipped {input}: {reason}");
     }

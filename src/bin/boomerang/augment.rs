@@ -98,14 +98,23 @@ pub fn augment(a: AugmentArgs, quiet: bool) -> Result<(), CliError> {
     for (k, v) in loaded.settings {
         job.extra.insert(k.to_string(), v);
     }
-    let bar = progress::images_bar(0, "augmenting", quiet);
+    // A drawn t: steps grow linearly with t, so the mean of the ends is the expected count.
+    let steps = match job.t {
+        TimeChoice::Fixed(t) => runner.steps(t).unwrap_or(1) as f64,
+        TimeChoice::Uniform { low, high } => {
+            let at = |f: f64| runner.steps(TimeSpec::Fraction(f)).unwrap_or(1) as f64;
+            (at(low) + at(high)) / 2.0
+        }
+    };
+    let work = progress::Work::new("augmenting", "copies", steps, quiet);
+    let counted = progress::Counted {
+        inner: &*runner,
+        work: &work,
+    };
     let report = job
-        .run(&runner, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
+        .run(&counted, &mut |done, total| work.units(done, total))
         .map_err(CliError::from_job(&a.output))?;
-    bar.finish_and_clear();
+    work.finish();
     for (input, reason) in &report.failures {
         esay!("warning: skipped {input}: {reason}");
     }

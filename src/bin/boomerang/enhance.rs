@@ -77,14 +77,16 @@ pub fn enhance(a: EnhanceArgs, quiet: bool) -> Result<(), CliError> {
     job.validate()?;
     a.model.refuse_class_folders("enhance")?;
     let runner = load_runner(&a.model)?.runner;
-    let bar = progress::images_bar(0, "enhancing", quiet);
+    let steps = runner.steps(job.t).unwrap_or(1);
+    let work = progress::Work::new("enhancing", "passes", steps as f64, quiet);
+    let counted = progress::Counted {
+        inner: &*runner,
+        work: &work,
+    };
     let report = job
-        .run(&runner, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
+        .run(&counted, &mut |done, total| work.units(done, total))
         .map_err(CliError::from_job(&a.output))?;
-    bar.finish_and_clear();
+    work.finish();
     if !quiet {
         say!(
             "enhanced {} image(s): {} candidate(s), {} pass(es) at t = {}, written to {}",

@@ -85,6 +85,11 @@ struct Cli {
     #[arg(long, short, global = true)]
     quiet: bool,
 
+    /// Progress per reverse step: a bar on a terminal (auto), always a bar, plain lines on
+    /// stderr for logs (lines), or none.
+    #[arg(long, global = true, value_enum, default_value_t = progress::ProgressMode::Auto)]
+    progress: progress::ProgressMode,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -206,6 +211,7 @@ fn main() -> ExitCode {
     #[cfg(all(unix, feature = "tch"))]
     passive_openmp();
     let cli = Cli::parse();
+    progress::set_mode(cli.progress);
     let quiet = cli.quiet;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
     match result {

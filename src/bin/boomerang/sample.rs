@@ -58,14 +58,17 @@ pub fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
     job.validate()?;
     a.model.refuse_class_folders("sample")?;
     let runner = load_runner(&a.model)?.runner;
-    let bar = progress::images_bar(0, "sampling", quiet);
+    // Every t has as many samples: the mean is exact. (A bad t is the job's to report.)
+    let steps: usize = times.iter().map(|&t| runner.steps(t).unwrap_or(1)).sum();
+    let work = progress::Work::new("sampling", "samples", steps as f64 / times.len().max(1) as f64, quiet);
+    let counted = progress::Counted {
+        inner: &*runner,
+        work: &work,
+    };
     let report = job
-        .run(&runner, &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
+        .run(&counted, &mut |done, total| work.units(done, total))
         .map_err(CliError::from_job(&a.output))?;
-    bar.finish_and_clear();
+    work.finish();
     if !quiet {
         say!(
             "wrote {} samples of {} image(s) at t = {} to {}",
