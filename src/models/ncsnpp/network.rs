@@ -20,15 +20,15 @@
 use std::f64::consts::PI;
 use std::path::Path;
 
-use rand::distributions::{Distribution, Uniform};
-use rand::SeedableRng;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::config::{CombineMethod, EmbeddingType, NcsnppConfig, Progressive, ProgressiveInput, ResblockType};
+use super::config::{
+    CombineMethod, EmbeddingType, NcsnppConfig, Progressive, ProgressiveInput, ResblockType, MAX_PARAMETERS,
+};
 use super::layers::{
-    act, mean_down, nearest_up, residual, Attn, Block, Conv, Ctx, Decl, Fir, GroupNorm, Linear, ParamInfo, Resample,
-    Resampler, ResnetBigGan, ResnetDdpm, Role,
+    act, count, mean_down, nearest_up, random_entries, residual, Attn, Block, Conv, Ctx, Decl, Fir, GroupNorm, Linear,
+    ParamInfo, Resample, Resampler, ResnetBigGan, ResnetDdpm, Role,
 };
 use crate::checkpoint::{StateDict, TensorData};
 use crate::models::loading::{self, LoadOptions};
@@ -38,17 +38,54 @@ use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result,
 /// Relative slack on the SDE's σ range, for times rounded to `f32` on their way in.
 const SIGMA_SLACK: f64 = 1e-5;
 
-/// Total elements of a layout.
-pub(crate) fn count(layout: &[ParamInfo]) -> u64 {
-    layout.iter().map(ParamInfo::numel).sum()
-}
-
 /// The layout of `cfg` in registration order, from a record-mode build (no allocation).
 /// Does not validate the fields (the caller does).
 pub(crate) fn layout(cfg: &NcsnppConfig) -> Result<Vec<ParamInfo>> {
     let mut d = Decl::record();
     Modules::declare(cfg, &mut d)?;
     Ok(d.into_entries())
+}
+
+/// The parts of [`NcsnppConfig`] that need the architecture live with the network that
+/// defines it, so that the configuration module depends on nothing else of the family.
+impl NcsnppConfig {
+    /// Parse the original config serialized as JSON (nested `data`, `model`, `training`,
+    /// `sampling`, ... sections), then [`validate`](Self::validate) it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: Self =
+            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("NCSN++ config.json: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every field that can be checked without building the network, then the
+    /// architecture itself (GroupNorm divisibility, parameter count at most
+    /// [`MAX_PARAMETERS`]) from its analytic layout. Errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        self.check_fields()?;
+        let n = count(&layout(self)?);
+        if n > MAX_PARAMETERS {
+            return Err(Error::param(
+                "NcsnppConfig",
+                format!("model: the network would have {n} parameters, more than the limit {MAX_PARAMETERS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of parameters and buffers (the `sigmas` buffer and Fourier `W`
+    /// included), from the architecture alone; validates first.
+    pub fn num_parameters(&self) -> Result<u64> {
+        self.validate()?;
+        Ok(count(&layout(self)?))
+    }
+
+    /// The state-dict entries of this architecture in registration order (the order of
+    /// the original `state_dict()`), with their shapes and roles.
+    pub fn layout(&self) -> Result<Vec<ParamInfo>> {
+        self.validate()?;
+        layout(self)
+    }
 }
 
 /// The input pyramid's layer at a downsampling step.
@@ -703,46 +740,6 @@ fn check_sigmas(cfg: &NcsnppConfig, sd: &StateDict, source: &Path) -> Result<()>
         ));
     }
     Ok(())
-}
-
-/// Random weights for a layout (see [`NcsnppNet::random`]); also used by the classifier.
-pub(crate) fn random_entries(layout: &[ParamInfo], fourier_scale: f64, seed: u64) -> StateDict {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let small = Uniform::new_inclusive(-0.1f32, 0.1);
-    let mut sd = StateDict::new();
-    for p in layout {
-        let numel = p.numel() as usize;
-        let leaf = p.name.rsplit('.').next().unwrap_or("");
-        let values: Vec<f32> = if p.role == Role::Frozen {
-            // Fourier W ~ N(0, scale²) by Box–Muller.
-            let u = Uniform::new(f64::EPSILON, 1.0);
-            (0..numel)
-                .map(|_| {
-                    let (a, b): (f64, f64) = (u.sample(&mut rng), u.sample(&mut rng));
-                    ((-2.0 * a.ln()).sqrt() * (2.0 * PI * b).cos() * fourier_scale) as f32
-                })
-                .collect()
-        } else if leaf == "running_var" {
-            (0..numel).map(|_| 1.0 + 5.0 * small.sample(&mut rng)).collect()
-        } else if p.shape.len() == 1 && leaf == "weight" {
-            // Normalization scales.
-            (0..numel).map(|_| 1.0 + small.sample(&mut rng)).collect()
-        } else if p.shape.len() <= 1 {
-            (0..numel).map(|_| small.sample(&mut rng)).collect()
-        } else {
-            // NIN stores (in, out); every other weight (out, in, ...).
-            let fan_in: usize = if leaf == "W" {
-                p.shape[0]
-            } else {
-                p.shape.iter().skip(1).product()
-            };
-            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            let u = Uniform::new_inclusive(-bound, bound);
-            (0..numel).map(|_| u.sample(&mut rng)).collect()
-        };
-        sd.insert(p.name.clone(), TensorData::from_f32(p.shape.clone(), &values));
-    }
-    sd
 }
 
 fn random_state_dict(layout: &[ParamInfo], cfg: &NcsnppConfig, seed: u64) -> StateDict {
