@@ -35,6 +35,7 @@
 //! # fn main() {}
 //! ```
 
+pub(crate) mod config_json;
 pub mod ddpm;
 pub mod family;
 #[cfg(feature = "tch")]

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use super::config::{Nonlinearity, ResNetCondConfig, MAX_PARAMETERS};
 use super::layers::{act, count, random_entries, Conv, Decl, Linear, ParamInfo, Role};
 use crate::checkpoint::StateDict;
+use crate::models::config_json;
 use crate::models::loading::{self, LoadOptions};
 use crate::models::{check_device, check_kind, guard_panics};
 use crate::{Error, Result};
@@ -75,7 +76,7 @@ impl ResNetCondConfig {
             model: Model,
         }
         let f: File =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("classifier config.json: {e}")))?;
+            config_json::parse(text).map_err(|f| Error::InvalidInput(f.describe("classifier config.json")))?;
         let c = f
             .classifier
             .ok_or_else(|| Error::InvalidInput("classifier config.json: no `classifier` section".into()))?;

@@ -33,6 +33,7 @@ use super::layers::{
 use crate::checkpoint::{StateDict, TensorData};
 use crate::models::loading::{self, LoadOptions};
 use crate::models::{check_device, check_kind, guard_panics, TchModule};
+use crate::models::config_json;
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
 /// Relative slack on the SDE's σ range, for times rounded to `f32` on their way in.
@@ -52,8 +53,7 @@ impl NcsnppConfig {
     /// Parse the original config serialized as JSON (nested `data`, `model`, `training`,
     /// `sampling`, ... sections), then [`validate`](Self::validate) it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Self =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("NCSN++ config.json: {e}")))?;
+        let cfg: Self = config_json::parse(text).map_err(|f| Error::InvalidInput(f.describe("NCSN++ config.json")))?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::models::config_json;
 use crate::{Error, Result};
 
 pub(super) fn unsupported(name: &'static str, value: &str) -> Error {
@@ -14,5 +15,8 @@ pub(super) fn with_path(e: Error, path: &Path) -> Error {
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::checkpoint(path, format!("invalid JSON: {e}")))
+    let file = path
+        .file_name()
+        .map_or_else(|| "the file".into(), |n| n.to_string_lossy().into_owned());
+    config_json::parse(&text).map_err(|f| Error::checkpoint(path, f.describe(&file)))
 }

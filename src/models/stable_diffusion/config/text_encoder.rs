@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::defaults::d_eps5;
 use super::read::{read_json, unsupported, with_path};
+use crate::models::config_json;
 use crate::{Error, Result};
 
 fn d_clip_act() -> String {
@@ -62,7 +63,7 @@ pub struct ClipTextConfig {
 impl ClipTextConfig {
     /// Parse `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::param("text encoder config", format!("invalid JSON: {e}")))
+        config_json::parse(text).map_err(|f| Error::param("text encoder config", f.describe("config.json")))
     }
 
     /// Read and validate `text_encoder/config.json`.

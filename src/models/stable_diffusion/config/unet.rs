@@ -9,6 +9,7 @@ use super::activation::activation;
 use super::defaults::{d_eps5, d_default, d_four, d_one, d_positional, d_silu, d_three, d_true};
 use super::read::{read_json, unsupported, with_path};
 use super::values::{PerBlock, SampleSize};
+use crate::models::config_json;
 use crate::{Error, Result};
 
 fn d_unet_blocks_out() -> Vec<usize> {
@@ -213,7 +214,7 @@ pub(crate) struct BlockPlan {
 impl UNetConfig {
     /// Parse `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::param("unet config", format!("invalid JSON: {e}")))
+        config_json::parse(text).map_err(|f| Error::param("unet config", f.describe("config.json")))
     }
 
     /// Read and validate `unet/config.json`.

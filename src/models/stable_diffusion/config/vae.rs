@@ -8,6 +8,7 @@ use super::activation::activation;
 use super::defaults::{d_four, d_silu, d_three, d_true};
 use super::read::{read_json, unsupported, with_path};
 use super::values::SampleSize;
+use crate::models::config_json;
 use crate::{Error, Result};
 
 fn d_vae_blocks_out() -> Vec<usize> {
@@ -85,7 +86,7 @@ pub struct VaeConfig {
 impl VaeConfig {
     /// Parse `config.json` text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::param("vae config", format!("invalid JSON: {e}")))
+        config_json::parse(text).map_err(|f| Error::param("vae config", f.describe("config.json")))
     }
 
     /// Read and validate `vae/config.json`.
