@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::config::Nonlinearity;
 use crate::checkpoint::{StateDict, TensorData};
+use crate::models::crossing;
 use crate::{Error, Result};
 
 /// What a state-dict entry is to PyTorch.
@@ -168,10 +169,11 @@ impl<'a> Decl<'a> {
         if !self.building() {
             return Ok(Tensor::new());
         }
-        Ok(Tensor::f_from_slice(values)?
-            .f_reshape(shape)?
-            .f_to_device(self.device())?
-            .f_to_kind(kind)?)
+        let shape: Vec<usize> = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| Error::Shape(format!("constant of shape {shape:?}"))))
+            .collect::<Result<_>>()?;
+        crossing::slice_to_tensor(values, &shape, self.device(), kind)
     }
 }
 

@@ -33,7 +33,7 @@ use super::layers::{
 use crate::checkpoint::{StateDict, TensorData};
 use crate::models::loading::{self, LoadOptions};
 use crate::models::{check_device, check_kind, guard_panics, TchModule};
-use crate::models::config_json;
+use crate::models::{config_json, crossing};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
 /// Relative slack on the SDE's σ range, for times rounded to `f32` on their way in.
@@ -371,7 +371,12 @@ impl NcsnppNet {
             let sigmas: Vec<f32> = config_sigmas(&config).iter().map(|&s| s as f32).collect();
             let _g = tch::no_grad_guard();
             let mut buffer = modules.sigmas.shallow_clone();
-            buffer.f_copy_(&Tensor::f_from_slice(&sigmas)?)?;
+            buffer.f_copy_(&crossing::slice_to_tensor(
+                &sigmas,
+                &[sigmas.len()],
+                Device::Cpu,
+                Kind::Float,
+            )?)?;
             Ok(Self {
                 config,
                 vs,
@@ -449,12 +454,10 @@ impl NcsnppNet {
             for p in &self.layout {
                 let t = vars
                     .get(&p.name)
-                    .ok_or_else(|| Error::Model(format!("internal error: no variable `{}`", p.name)))?
-                    .f_to_kind(Kind::Float)?
-                    .f_to_device(Device::Cpu)?;
+                    .ok_or_else(|| Error::Model(format!("internal error: no variable `{}`", p.name)))?;
                 let numel = p.numel() as usize;
                 let mut values = vec![0f32; numel];
-                t.f_copy_data(&mut values, numel)?;
+                crossing::tensor_into(t, &mut values)?;
                 sd.insert(p.name.clone(), TensorData::from_f32(p.shape.clone(), &values));
             }
             Ok(sd)
@@ -777,11 +780,7 @@ impl TchModule for NcsnppNet {
                     .into(),
             ));
         }
-        let n = t.size().first().copied().unwrap_or(0).max(0) as usize;
-        let mut host = vec![0f32; n];
-        t.f_to_kind(Kind::Float)?
-            .f_to_device(Device::Cpu)?
-            .f_copy_data(&mut host, n)?;
+        let host = crossing::tensor_to_vec(t)?;
         self.check_sigmas(&host.iter().map(|&s| s as f64).collect::<Vec<_>>())?;
         self.forward(x, t)
     }
