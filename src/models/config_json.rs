@@ -73,7 +73,8 @@ fn key_at(text: &str, line: usize, column: usize, message: &str) -> Option<Strin
     // One entry per open container: `Some(key)` for an object (its current key), `None`
     // for an array.
     let mut stack: Vec<Option<Option<String>>> = Vec::new();
-    let path = |stack: &[Option<Option<String>>]| -> Vec<String> { stack.iter().flatten().flatten().cloned().collect() };
+    let path =
+        |stack: &[Option<Option<String>>]| -> Vec<String> { stack.iter().flatten().flatten().cloned().collect() };
     // The path of the last key of an object closed by the last character read.
     let mut closed: Option<Vec<String>> = None;
     let mut i = 0;

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::activation::activation;
-use super::defaults::{d_eps5, d_default, d_four, d_one, d_positional, d_silu, d_three, d_true};
+use super::defaults::{d_default, d_eps5, d_four, d_one, d_positional, d_silu, d_three, d_true};
 use super::read::{read_json, unsupported, with_path};
 use super::values::{PerBlock, SampleSize};
 use crate::models::config_json;
