@@ -769,3 +769,55 @@ enum SampleSize {
     Square(usize),
     HeightWidth(Vec<usize>),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_name_the_bad_key() {
+        let e = DdpmConfig::from_original_json(
+            r#"{"model": {"ch": "128", "ch_mult": [1, 2], "num_res_blocks": 2}, "data": {"image_size": 32}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.ch"), "{e}");
+        let e = DdpmConfig::from_original_json(r#"{"ch": 128, "ch_mult": [1, 2]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_res_blocks"), "{e}");
+        let e = DdpmConfig::from_diffusers_json(r#"{"block_out_channels": [32, 64], "layers_per_block": "two"}"#)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Incompatible(_)) && e.to_string().contains("layers_per_block"),
+            "{e}"
+        );
+        assert!(matches!(
+            DdpmConfig::from_json("{not json"),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn flat_nested_absent_and_null() {
+        let flat = DdpmConfig::from_original_json(
+            r#"{"ch": 128, "out_ch": 3, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2,
+                "attn_resolutions": [16], "dropout": 0.1, "resolution": 32, "var_type": "fixedlarge"}"#,
+        )
+        .unwrap();
+        assert_eq!(flat, DdpmConfig::cifar10());
+        // diffusers: an explicit null attention_head_dim is one head, an absent one 8.
+        let c = DdpmConfig::cifar10();
+        let json = c.to_diffusers_json().unwrap();
+        assert_eq!(DdpmConfig::from_json(&json).unwrap(), c);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v.as_object_mut().unwrap().remove("attention_head_dim");
+        let absent = DdpmConfig::from_diffusers_json(&v.to_string()).unwrap();
+        assert_eq!(absent.attention_head_dim, Some(8));
+        v.as_object_mut()
+            .unwrap()
+            .insert("mid_block_type".into(), serde_json::Value::Null);
+        let e = DdpmConfig::from_diffusers_json(&v.to_string()).unwrap_err();
+        assert!(e.to_string().contains("mid_block_type"), "{e}");
+    }
+}
