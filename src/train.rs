@@ -21,7 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{load_state_dict, save_safetensors, StateDict, TensorData};
+use crate::checkpoint::{load_state_dict, save_safetensors, StateDict};
+use crate::models::crossing;
 use crate::models::ddpm::{DdpmConfig, DdpmUNet};
 use crate::schedule::BetaSchedule;
 use crate::shapes::Shapes;
@@ -399,16 +400,10 @@ impl Trainer {
                 .zip_mut_with(&src, |e, &x| *e = sa * x + sb * *e);
         }
         let device = self.params[0].1.device();
-        let to_t = |a: &Array4<f32>| -> Result<Tensor> {
-            let sl = a
-                .as_slice()
-                .ok_or_else(|| Error::Model("non-contiguous batch".into()))?;
-            Ok(Tensor::f_from_slice(sl)?
-                .f_view([n as i64, c as i64, h as i64, w as i64])?
-                .f_to_device(device)?)
-        };
+        let to_t = |a: &Array4<f32>| crossing::array_to_tensor(a.view(), device, Kind::Float);
         let (xt_t, eps_t) = (to_t(&xt)?, to_t(&eps)?);
-        let t_t = Tensor::f_from_slice(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>())?.f_to_device(device)?;
+        let ts: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let t_t = crossing::slice_to_tensor(&ts, &[ts.len()], device, Kind::Float)?;
 
         for (_, p, _, _) in &self.params {
             let mut g = p.grad();
@@ -566,8 +561,8 @@ impl Trainer {
             sd.insert(format!("ema.{name}"), data);
         }
         for (name, _, m, v) in &self.params {
-            sd.insert(format!("adam_m.{name}"), host(m)?);
-            sd.insert(format!("adam_v.{name}"), host(v)?);
+            sd.insert(format!("adam_m.{name}"), crossing::tensor_to_data(m)?);
+            sd.insert(format!("adam_v.{name}"), crossing::tensor_to_data(v)?);
         }
         let st = dir.join("checkpoint.safetensors");
         replace_with(&st, |tmp| save_safetensors(&sd, tmp))?;
@@ -645,15 +640,6 @@ fn tensor_from(sd: &StateDict, key: &str, device: Device) -> Result<Tensor> {
     Ok(crate::models::loading::tensor_from_data(data)?
         .f_to_kind(Kind::Float)?
         .f_to_device(device)?)
-}
-
-fn host(t: &Tensor) -> Result<TensorData> {
-    let t = t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
-    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let numel: usize = shape.iter().product();
-    let mut values = vec![0f32; numel];
-    t.f_copy_data(&mut values, numel)?;
-    Ok(TensorData::from_f32(shape, &values))
 }
 
 /// Write through a temporary file in the same folder, then rename over `path`.

@@ -169,12 +169,7 @@ pub fn var_store_state_dict(vs: &VarStore) -> Result<StateDict> {
     crate::models::guard_panics(|| {
         let mut sd = StateDict::new();
         for name in names {
-            let t = vars[name].f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)?;
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let numel: usize = shape.iter().product();
-            let mut values = vec![0f32; numel];
-            t.f_copy_data(&mut values, numel)?;
-            sd.insert(name.clone(), TensorData::from_f32(shape, &values));
+            sd.insert(name.clone(), crate::models::crossing::tensor_to_data(&vars[name])?);
         }
         Ok(sd)
     })

@@ -8,10 +8,11 @@
 //!   Diffusion), `ncsnpp` (DLSM's score models and time-conditional classifier), and
 //!   `pretrained`, the embedded default model;
 //! - with the `tch` feature, every network is a `TchModule` (a forward pass on `tch`
-//!   tensors) behind the `Denoiser` seam as `TchDenoiser`, the ONE place where host arrays
-//!   become tensors and back (device and dtype moves, chunking, `no_grad`, the panic
-//!   boundary); `loading` copies state dicts read by [`crate::checkpoint`] into a `VarStore`,
-//!   naming missing, unexpected and misshaped keys.
+//!   tensors) behind the `Denoiser` seam as `TchDenoiser` (chunking, `no_grad`, the panic
+//!   boundary); `crossing` is the ONE place where host arrays become tensors and back
+//!   (device and dtype moves, `f32` on the host); `loading` copies state dicts read by
+//!   [`crate::checkpoint`] into a `VarStore`, naming missing, unexpected and misshaped
+//!   keys.
 //!
 //! ```no_run
 //! # #[cfg(feature = "tch")]
@@ -35,6 +36,9 @@
 //! # fn main() {}
 //! ```
 
+pub(crate) mod config_json;
+#[cfg(feature = "tch")]
+pub(crate) mod crossing;
 pub mod ddpm;
 pub mod family;
 #[cfg(feature = "tch")]

@@ -6,8 +6,9 @@
 //! created zero-initialised (norm scales at one) and filled by loading a state dict.
 
 use tch::nn::{Init, Path};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use crate::models::crossing;
 use crate::Result;
 
 /// `nn.Conv2d` with square kernel, stride and padding.
@@ -195,7 +196,8 @@ pub(crate) fn fill_random(vs: &tch::nn::VarStore, seed: u64) -> Result<()> {
             let dist = Uniform::new_inclusive(-bound, bound);
             (0..numel).map(|_| dist.sample(&mut rng)).collect()
         };
-        let src = Tensor::f_from_slice(&values)?.f_view_(var.size())?;
+        let shape: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
+        let src = crossing::slice_to_tensor(&values, &shape, Device::Cpu, Kind::Float)?;
         let mut dst = var.shallow_clone();
         dst.f_copy_(&src)?;
     }

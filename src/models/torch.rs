@@ -1,5 +1,7 @@
-//! The ONE host <-> libtorch crossing: [`TchModule`] (a network on tensors) behind the
-//! [`Denoiser`] seam as [`TchDenoiser`], device and dtype parsing, and the panic boundary.
+//! The tch side of the `Denoiser` seam: [`TchModule`] (a network on tensors) behind the
+//! [`Denoiser`] seam as [`TchDenoiser`] (its host copies go through the crate's one
+//! array <-> tensor crossing, `models::crossing`), device and dtype parsing, and the panic
+//! boundary.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -8,6 +10,7 @@ use tch::Tensor;
 
 pub use tch::{Device, Kind};
 
+use super::crossing;
 use crate::core::denoiser::item_times;
 use crate::{Condition, Denoiser, DenoiserSpec, Error, Result};
 
@@ -208,20 +211,11 @@ impl<M: TchModule> TchDenoiser<M> {
         let (n, c, h, w) = x.dim();
         let times: Vec<f32> = item_times(times, n)?.into_iter().map(|t| t as f32).collect();
         let condition = condition.repeat_to(n)?;
-        // The one host -> tensor copy: straight from the slice when `x` is contiguous.
-        let owned;
-        let slice = match x.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = x.as_standard_layout().into_owned();
-                owned
-                    .as_slice()
-                    .ok_or_else(|| Error::Model("could not make the input contiguous".into()))?
-            }
-        };
         guard_panics(|| {
             let _no_grad = tch::no_grad_guard();
-            let host = Tensor::f_from_slice(slice)?.f_view([n as i64, c as i64, h as i64, w as i64])?;
+            // The one host -> tensor copy (straight from the slice when `x` is contiguous);
+            // chunks move to the model's device and kind.
+            let host = crossing::array_to_tensor(x, Device::Cpu, Kind::Float)?;
             let mut out: Vec<f32> = Vec::new();
             let mut out_c = 0usize;
             let mut start = 0usize;
@@ -231,7 +225,8 @@ impl<M: TchModule> TchDenoiser<M> {
                     .f_narrow(0, start as i64, len as i64)?
                     .f_to_device(self.model.device())?
                     .f_to_kind(self.model.kind())?;
-                let t = Tensor::f_from_slice(&times[start..start + len])?.f_to_device(self.model.device())?;
+                let t =
+                    crossing::slice_to_tensor(&times[start..start + len], &[len], self.model.device(), Kind::Float)?;
                 let cond = if len == n {
                     condition.clone()
                 } else {
@@ -256,8 +251,7 @@ impl<M: TchModule> TchDenoiser<M> {
                 }
                 let numel = len * out_c * h * w;
                 let offset = start * out_c * h * w;
-                let y = y.f_to_kind(Kind::Float)?;
-                y.f_copy_data(&mut out[offset..offset + numel], numel)?;
+                crossing::tensor_into(&y, &mut out[offset..offset + numel])?;
                 start += len;
             }
             Array4::from_shape_vec((n, out_c, h, w), out).map_err(|e| Error::Shape(e.to_string()))
@@ -274,7 +268,7 @@ impl<M: TchModule> TchDenoiser<M> {
             let (n, _, _, _) = x.size4()?;
             let x = x.f_to_device(self.model.device())?.f_to_kind(self.model.kind())?;
             let times: Vec<f32> = item_times(times, n as usize)?.into_iter().map(|t| t as f32).collect();
-            let t = Tensor::f_from_slice(&times)?.f_to_device(self.model.device())?;
+            let t = crossing::slice_to_tensor(&times, &[times.len()], self.model.device(), Kind::Float)?;
             self.model.forward_t(&x, &t, &condition.repeat_to(n as usize)?)
         })
     }

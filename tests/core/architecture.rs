@@ -130,11 +130,6 @@ fn the_module_graph_has_no_circle() {
             if d.starts_with(&format!("{m}::")) {
                 continue;
             }
-            // Known debt (open in the architecture issue): the NCSN++ family's files still
-            // refer to each other in circles (config <-> classifier <-> layers).
-            if m.starts_with("models::ncsnpp::") && d.starts_with("models::ncsnpp::") {
-                continue;
-            }
             match state.get(d.as_str()) {
                 Some(1) => {
                     let from = stack.iter().position(|s| s == d).unwrap();

@@ -2,6 +2,7 @@
 //! configs, and inference from a state dict's shapes.
 
 use crate::checkpoint::StateDict;
+use crate::models::config_json;
 
 /// The most parameters a configuration may describe (4·10⁹; the largest released DDPM UNet
 /// has 1.1·10⁸).
@@ -305,9 +306,25 @@ impl DdpmConfig {
     /// [`from_diffusers_json`]: DdpmConfig::from_diffusers_json
     /// [`from_original_json`]: DdpmConfig::from_original_json
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("config.json is not valid JSON: {e}")))?;
-        if v.get("block_out_channels").is_some() || v.get("_class_name").is_some() {
+        /// The keys that mark diffusers' form (present, even as `null`).
+        #[derive(serde::Deserialize)]
+        struct Form {
+            #[serde(default, deserialize_with = "config_json::present")]
+            block_out_channels: Option<Option<serde::de::IgnoredAny>>,
+            #[serde(default, rename = "_class_name", deserialize_with = "config_json::present")]
+            class_name: Option<Option<serde::de::IgnoredAny>>,
+        }
+        let form: Form = config_json::parse(text).map_err(|f| {
+            if f.syntax {
+                Error::InvalidInput(f.describe("config.json"))
+            } else {
+                Error::InvalidInput(format!(
+                    "config.json is not a JSON object of model settings ({})",
+                    f.message
+                ))
+            }
+        })?;
+        if form.block_out_channels.is_some() || form.class_name.is_some() {
             Self::from_diffusers_json(text)
         } else {
             Self::from_original_json(text)
@@ -330,39 +347,30 @@ impl DdpmConfig {
     /// # Ok::<(), boomerang::Error>(())
     /// ```
     pub fn from_original_json(text: &str) -> Result<Self> {
-        #[derive(serde::Deserialize)]
-        struct Original {
-            ch: usize,
-            #[serde(default)]
-            out_ch: Option<usize>,
-            ch_mult: Vec<usize>,
-            num_res_blocks: usize,
-            #[serde(default)]
-            attn_resolutions: Vec<usize>,
-            #[serde(default)]
-            dropout: f64,
-            #[serde(default = "yes")]
-            resamp_with_conv: bool,
-            #[serde(default)]
-            in_channels: Option<usize>,
-            #[serde(default)]
-            resolution: Option<usize>,
-        }
-        fn yes() -> bool {
-            true
-        }
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("config.json is not valid JSON: {e}")))?;
-        let model = v.get("model").unwrap_or(&v);
-        let o: Original = serde_json::from_value(model.clone())
-            .map_err(|e| Error::InvalidInput(format!("not a DDPM model config ({e})")))?;
-        let data = v.get("data");
-        let from_data = |k: &str| data.and_then(|d| d.get(k)).and_then(|x| x.as_u64()).map(|x| x as usize);
+        let fault = |f: config_json::Fault| match (&f.key, f.syntax) {
+            (_, true) => Error::InvalidInput(f.describe("config.json")),
+            (Some(k), false) => Error::InvalidInput(format!(
+                "not a DDPM model config: key `{k}`: {}; fix this value in config.json",
+                f.message
+            )),
+            (None, false) => Error::InvalidInput(format!(
+                "not a DDPM model config ({}); give the model's `ch`, `ch_mult` and `num_res_blocks`",
+                f.message
+            )),
+        };
+        // DDIM's YAML nests the model settings under `model` beside `data`; pesser's
+        // keyword arguments are flat.
+        let file: OriginalFile = config_json::parse(text).map_err(fault)?;
+        let o = match file.model {
+            Some(model) => model,
+            None => config_json::parse::<OriginalModel>(text).map_err(fault)?,
+        };
+        let data = file.data.unwrap_or_default();
         let resolution = o
             .resolution
-            .or_else(|| from_data("image_size"))
+            .or(data.image_size)
             .ok_or_else(|| Error::InvalidInput("the model config gives no `resolution` (or data.image_size)".into()))?;
-        let in_channels = o.in_channels.or_else(|| from_data("channels")).unwrap_or(3);
+        let in_channels = o.in_channels.or(data.channels).unwrap_or(3);
         let mut c = Self::ddpm(&o.ch_mult, o.dropout, resolution);
         c.ch = o.ch;
         c.num_res_blocks = o.num_res_blocks;
@@ -392,58 +400,17 @@ impl DdpmConfig {
     /// with [`Error::Incompatible`] naming the field. Absent fields take `UNet2DModel`'s
     /// defaults.
     pub fn from_diffusers_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("diffusers config.json is not valid JSON: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::InvalidInput("diffusers config.json is not a JSON object".into()))?;
-        let get = |k: &str| obj.get(k).filter(|x| !x.is_null());
         let bad = |k: &str, why: String| Error::Incompatible(format!("diffusers config `{k}`: {why}"));
-        let uint = |k: &str, default: Option<usize>| -> Result<usize> {
-            match get(k) {
-                None => default.ok_or_else(|| bad(k, "is required".into())),
-                Some(x) => x
-                    .as_u64()
-                    .map(|u| u as usize)
-                    .ok_or_else(|| bad(k, format!("expected a non-negative integer, got {x}"))),
-            }
-        };
-        let float = |k: &str, default: f64| -> Result<f64> {
-            match get(k) {
-                None => Ok(default),
-                Some(x) => x.as_f64().ok_or_else(|| bad(k, format!("expected a number, got {x}"))),
-            }
-        };
-        let boolean = |k: &str, default: bool| -> Result<bool> {
-            match get(k) {
-                None => Ok(default),
-                Some(x) => x
-                    .as_bool()
-                    .ok_or_else(|| bad(k, format!("expected true/false, got {x}"))),
-            }
-        };
-        let string = |k: &str, default: &str| -> Result<String> {
-            match get(k) {
-                None => Ok(default.to_string()),
-                Some(x) => x
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(k, format!("expected a string, got {x}"))),
-            }
-        };
-        let strings = |k: &str| -> Result<Vec<String>> {
-            let arr = get(k)
-                .and_then(|x| x.as_array())
-                .ok_or_else(|| bad(k, "is required (a list of block types)".into()))?;
-            arr.iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad(k, format!("{x} is not a string")))
-                })
-                .collect()
-        };
-        let require = |k: &str, got: String, ok: &[&str]| -> Result<()> {
+        let f: DiffusersUNet2D = config_json::parse(text).map_err(|f| match (&f.key, f.syntax) {
+            (_, true) => Error::InvalidInput(f.describe("diffusers config.json")),
+            (Some(k), false) => bad(k, format!("{}; fix this value in config.json", f.message)),
+            (None, false) => Error::InvalidInput(format!(
+                "diffusers config.json is not a UNet2DModel config object ({})",
+                f.message
+            )),
+        })?;
+        let require = |k: &str, got: Option<String>, default: &str, ok: &[&str]| -> Result<()> {
+            let got = got.unwrap_or_else(|| default.to_string());
             if ok.contains(&got.as_str()) {
                 Ok(())
             } else {
@@ -454,54 +421,57 @@ impl DdpmConfig {
             }
         };
 
-        if let Some(class) = get("_class_name").and_then(|x| x.as_str()) {
+        if let Some(serde_json::Value::String(class)) = &f.class_name {
             if class != "UNet2DModel" {
                 return Err(bad("_class_name", format!("`{class}` is not a UNet2DModel")));
             }
         }
         require(
             "time_embedding_type",
-            string("time_embedding_type", "positional")?,
+            f.time_embedding_type,
+            "positional",
             &["positional"],
         )?;
-        require("act_fn", string("act_fn", "silu")?, &["silu", "swish"])?;
+        require("act_fn", f.act_fn, "silu", &["silu", "swish"])?;
         require(
             "resnet_time_scale_shift",
-            string("resnet_time_scale_shift", "default")?,
+            f.resnet_time_scale_shift,
+            "default",
             &["default"],
         )?;
-        require("downsample_type", string("downsample_type", "conv")?, &["conv"])?;
-        require("upsample_type", string("upsample_type", "conv")?, &["conv"])?;
-        require(
-            "mid_block_type",
-            string("mid_block_type", "UNetMidBlock2D")?,
-            &["UNetMidBlock2D"],
-        )?;
-        if obj.get("mid_block_type").is_some_and(|x| x.is_null()) {
+        require("downsample_type", f.downsample_type, "conv", &["conv"])?;
+        require("upsample_type", f.upsample_type, "conv", &["conv"])?;
+        if f.mid_block_type == Some(None) {
             return Err(bad(
                 "mid_block_type",
                 "a UNet without middle block is not supported".into(),
             ));
         }
-        if boolean("center_input_sample", false)? {
+        require(
+            "mid_block_type",
+            f.mid_block_type.flatten(),
+            "UNetMidBlock2D",
+            &["UNetMidBlock2D"],
+        )?;
+        if f.center_input_sample.unwrap_or(false) {
             return Err(bad("center_input_sample", "inputs in [0, 1] are not supported".into()));
         }
-        for k in ["class_embed_type", "num_class_embeds", "attn_norm_num_groups"] {
-            if let Some(x) = get(k) {
+        for (k, x) in [
+            ("class_embed_type", &f.class_embed_type),
+            ("num_class_embeds", &f.num_class_embeds),
+            ("attn_norm_num_groups", &f.attn_norm_num_groups),
+        ] {
+            if let Some(x) = x {
                 return Err(bad(k, format!("{x} is not supported (must be null)")));
             }
         }
-        if float("mid_block_scale_factor", 1.0)? != 1.0 {
+        if f.mid_block_scale_factor.unwrap_or(1.0) != 1.0 {
             return Err(bad("mid_block_scale_factor", "only 1 is supported".into()));
         }
 
-        let block_out: Vec<usize> = get("block_out_channels")
-            .and_then(|x| x.as_array())
-            .ok_or_else(|| bad("block_out_channels", "is required".into()))?
-            .iter()
-            .map(|x| x.as_u64().map(|u| u as usize))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("block_out_channels", "expected a list of integers".into()))?;
+        let block_out = f
+            .block_out_channels
+            .ok_or_else(|| bad("block_out_channels", "is required".into()))?;
         let ch = *block_out
             .first()
             .ok_or_else(|| bad("block_out_channels", "is empty".into()))?;
@@ -511,7 +481,7 @@ impl DdpmConfig {
                 format!("{block_out:?}: every width must be a multiple of the first"),
             ));
         }
-        if let Some(d) = get("time_embedding_dim") {
+        if let Some(d) = &f.time_embedding_dim {
             if d.as_u64() != Some(4 * ch as u64) {
                 return Err(bad(
                     "time_embedding_dim",
@@ -519,8 +489,10 @@ impl DdpmConfig {
                 ));
             }
         }
-        let down = strings("down_block_types")?;
-        let up = strings("up_block_types")?;
+        let blocks =
+            |k: &str, b: Option<Vec<String>>| b.ok_or_else(|| bad(k, "is required (a list of block types)".into()));
+        let down = blocks("down_block_types", f.down_block_types)?;
+        let up = blocks("up_block_types", f.up_block_types)?;
         if down.len() != block_out.len() || up.len() != block_out.len() {
             return Err(bad(
                 "down_block_types",
@@ -532,16 +504,13 @@ impl DdpmConfig {
                 ),
             ));
         }
-        let resolution = match get("sample_size") {
+        let resolution = match f.sample_size {
             None => return Err(bad("sample_size", "is required".into())),
-            Some(x) if x.is_u64() => x.as_u64().unwrap_or(0) as usize,
-            Some(x) => {
-                let hw: Option<Vec<u64>> = x.as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect());
-                match hw.as_deref() {
-                    Some([h, w]) if h == w => *h as usize,
-                    _ => return Err(bad("sample_size", format!("{x}: only square sizes are supported"))),
-                }
-            }
+            Some(SampleSize::Square(s)) => s,
+            Some(SampleSize::HeightWidth(hw)) => match hw.as_slice() {
+                [h, w] if h == w => *h,
+                _ => return Err(bad("sample_size", format!("{hw:?}: only square sizes are supported"))),
+            },
         };
         let mut attn_resolutions = Vec::new();
         for (l, kind) in down.iter().enumerate() {
@@ -566,7 +535,7 @@ impl DdpmConfig {
                 attn_resolutions.push(resolution >> l);
             }
         }
-        let downsample_padding = match uint("downsample_padding", Some(1))? {
+        let downsample_padding = match f.downsample_padding.unwrap_or(1) {
             0 => DownsamplePadding::Asymmetric,
             1 => DownsamplePadding::Symmetric,
             other => return Err(bad("downsample_padding", format!("{other} is not 0 or 1"))),
@@ -574,28 +543,21 @@ impl DdpmConfig {
         let cfg = Self {
             ch,
             ch_mult: block_out.iter().map(|c| c / ch).collect(),
-            num_res_blocks: uint("layers_per_block", Some(2))?,
+            num_res_blocks: f.layers_per_block.unwrap_or(2),
             attn_resolutions,
-            dropout: float("dropout", 0.0)?,
+            dropout: f.dropout.unwrap_or(0.0),
             resolution,
-            in_channels: uint("in_channels", Some(3))?,
-            out_ch: uint("out_channels", Some(3))?,
+            in_channels: f.in_channels.unwrap_or(3),
+            out_ch: f.out_channels.unwrap_or(3),
             resamp_with_conv: true,
-            norm_groups: uint("norm_num_groups", Some(32))?,
-            norm_eps: float("norm_eps", 1e-5)?,
-            flip_sin_to_cos: boolean("flip_sin_to_cos", true)?,
-            freq_shift: float("freq_shift", 0.0)?,
-            attention_head_dim: match get("attention_head_dim") {
-                None if obj.contains_key("attention_head_dim") => None,
-                None => Some(8),
-                Some(x) => Some(
-                    x.as_u64()
-                        .map(|u| u as usize)
-                        .ok_or_else(|| bad("attention_head_dim", format!("expected an integer, got {x}")))?,
-                ),
-            },
+            norm_groups: f.norm_num_groups.unwrap_or(32),
+            norm_eps: f.norm_eps.unwrap_or(1e-5),
+            flip_sin_to_cos: f.flip_sin_to_cos.unwrap_or(true),
+            freq_shift: f.freq_shift.unwrap_or(0.0),
+            // Absent: diffusers' default of 8; an explicit null: one head.
+            attention_head_dim: f.attention_head_dim.unwrap_or(Some(8)),
             downsample_padding,
-            mid_attention: boolean("add_attention", true)?,
+            mid_attention: f.add_attention.unwrap_or(true),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -715,5 +677,147 @@ impl DdpmConfig {
                 .map(|(l, _)| l)
                 .collect::<Vec<_>>()
         )))
+    }
+}
+
+/// The model settings of Ho et al.'s code as pesser's `Model(...)` keyword arguments and
+/// DDIM's `config.model` write them (unknown keys ignored).
+#[derive(Debug, serde::Deserialize)]
+struct OriginalModel {
+    ch: usize,
+    #[serde(default)]
+    out_ch: Option<usize>,
+    ch_mult: Vec<usize>,
+    num_res_blocks: usize,
+    #[serde(default)]
+    attn_resolutions: Vec<usize>,
+    #[serde(default)]
+    dropout: f64,
+    #[serde(default = "yes")]
+    resamp_with_conv: bool,
+    #[serde(default)]
+    in_channels: Option<usize>,
+    #[serde(default)]
+    resolution: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// DDIM's config layout: `model` and `data` sections (a flat file has neither).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct OriginalFile {
+    model: Option<OriginalModel>,
+    data: Option<OriginalData>,
+}
+
+/// DDIM's `data` section: what the model settings may leave to it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct OriginalData {
+    image_size: Option<usize>,
+    channels: Option<usize>,
+}
+
+/// The settings of diffusers' `UNet2DModel` `config.json` that [`DdpmConfig::from_diffusers_json`]
+/// reads (a `null` reads as absent; unknown keys are ignored).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct DiffusersUNet2D {
+    /// Any JSON value: only a string other than `UNet2DModel` is refused.
+    #[serde(rename = "_class_name")]
+    class_name: Option<serde_json::Value>,
+    time_embedding_type: Option<String>,
+    act_fn: Option<String>,
+    resnet_time_scale_shift: Option<String>,
+    downsample_type: Option<String>,
+    upsample_type: Option<String>,
+    /// `Some(None)`: an explicit `null` (no middle block).
+    #[serde(deserialize_with = "config_json::present")]
+    mid_block_type: Option<Option<String>>,
+    center_input_sample: Option<bool>,
+    class_embed_type: Option<serde_json::Value>,
+    num_class_embeds: Option<serde_json::Value>,
+    attn_norm_num_groups: Option<serde_json::Value>,
+    mid_block_scale_factor: Option<f64>,
+    block_out_channels: Option<Vec<usize>>,
+    time_embedding_dim: Option<serde_json::Value>,
+    down_block_types: Option<Vec<String>>,
+    up_block_types: Option<Vec<String>>,
+    sample_size: Option<SampleSize>,
+    downsample_padding: Option<usize>,
+    layers_per_block: Option<usize>,
+    dropout: Option<f64>,
+    in_channels: Option<usize>,
+    out_channels: Option<usize>,
+    norm_num_groups: Option<usize>,
+    norm_eps: Option<f64>,
+    flip_sin_to_cos: Option<bool>,
+    freq_shift: Option<f64>,
+    /// `Some(None)`: an explicit `null` (one head); absent: diffusers' default.
+    #[serde(deserialize_with = "config_json::present")]
+    attention_head_dim: Option<Option<usize>>,
+    add_attention: Option<bool>,
+}
+
+/// diffusers' `sample_size`: one side, or `[height, width]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum SampleSize {
+    Square(usize),
+    HeightWidth(Vec<usize>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_name_the_bad_key() {
+        let e = DdpmConfig::from_original_json(
+            r#"{"model": {"ch": "128", "ch_mult": [1, 2], "num_res_blocks": 2}, "data": {"image_size": 32}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.ch"), "{e}");
+        let e = DdpmConfig::from_original_json(r#"{"ch": 128, "ch_mult": [1, 2]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_res_blocks"), "{e}");
+        let e = DdpmConfig::from_diffusers_json(r#"{"block_out_channels": [32, 64], "layers_per_block": "two"}"#)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Incompatible(_)) && e.to_string().contains("layers_per_block"),
+            "{e}"
+        );
+        assert!(matches!(
+            DdpmConfig::from_json("{not json"),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn flat_nested_absent_and_null() {
+        let flat = DdpmConfig::from_original_json(
+            r#"{"ch": 128, "out_ch": 3, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2,
+                "attn_resolutions": [16], "dropout": 0.1, "resolution": 32, "var_type": "fixedlarge"}"#,
+        )
+        .unwrap();
+        assert_eq!(flat, DdpmConfig::cifar10());
+        // diffusers: an explicit null attention_head_dim is one head, an absent one 8.
+        let c = DdpmConfig::cifar10();
+        let json = c.to_diffusers_json().unwrap();
+        assert_eq!(DdpmConfig::from_json(&json).unwrap(), c);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v.as_object_mut().unwrap().remove("attention_head_dim");
+        let absent = DdpmConfig::from_diffusers_json(&v.to_string()).unwrap();
+        assert_eq!(absent.attention_head_dim, Some(8));
+        v.as_object_mut()
+            .unwrap()
+            .insert("mid_block_type".into(), serde_json::Value::Null);
+        let e = DdpmConfig::from_diffusers_json(&v.to_string()).unwrap_err();
+        assert!(e.to_string().contains("mid_block_type"), "{e}");
     }
 }

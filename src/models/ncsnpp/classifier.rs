@@ -20,9 +20,12 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::config::ResNetCondConfig;
-use super::layers::{act, Conv, Decl, Linear, ParamInfo, Role};
+use serde::Deserialize;
+
+use super::config::{Nonlinearity, ResNetCondConfig, MAX_PARAMETERS};
+use super::layers::{act, count, random_entries, Conv, Decl, Linear, ParamInfo, Role};
 use crate::checkpoint::StateDict;
+use crate::models::config_json;
 use crate::models::loading::{self, LoadOptions};
 use crate::models::{check_device, check_kind, guard_panics};
 use crate::{Error, Result};
@@ -35,6 +38,99 @@ pub(crate) fn layout(cfg: &ResNetCondConfig) -> Result<Vec<ParamInfo>> {
     let mut d = Decl::record();
     Parts::declare(cfg, &mut d)?;
     Ok(d.into_entries())
+}
+
+/// The parts of [`ResNetCondConfig`] that need the architecture live with the network
+/// that defines it, so that the configuration module depends on nothing else of the family.
+impl ResNetCondConfig {
+    /// Read the `classifier` section (`model`: `resnet18_cond` / `resnet34_cond`, `nf`,
+    /// `fourier_scale`, `classes`; optional extensions `width`, `num_blocks`, `avg_pool`),
+    /// `data.num_channels` and `model.nonlinearity` of an original config dumped as JSON.
+    pub fn from_json(text: &str) -> Result<Self> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Section {
+            model: Option<String>,
+            nf: Option<usize>,
+            fourier_scale: Option<f64>,
+            classes: Option<usize>,
+            width: Option<usize>,
+            num_blocks: Option<Vec<usize>>,
+            avg_pool: Option<usize>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Data {
+            num_channels: Option<usize>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Model {
+            nonlinearity: Option<Nonlinearity>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct File {
+            classifier: Option<Section>,
+            data: Data,
+            model: Model,
+        }
+        let f: File =
+            config_json::parse(text).map_err(|f| Error::InvalidInput(f.describe("classifier config.json")))?;
+        let c = f
+            .classifier
+            .ok_or_else(|| Error::InvalidInput("classifier config.json: no `classifier` section".into()))?;
+        let mut cfg = Self::dlsm_cifar10();
+        if let Some(name) = c.model {
+            cfg.num_blocks = match name.to_ascii_lowercase().as_str() {
+                "resnet18_cond" => vec![2, 2, 2, 2],
+                "resnet34_cond" => vec![3, 4, 6, 3],
+                other => {
+                    return Err(Error::param(
+                        "ResNetCondConfig",
+                        format!("classifier.model: `{other}` is not resnet18_cond or resnet34_cond"),
+                    ))
+                }
+            };
+        }
+        cfg.nf = c.nf.unwrap_or(cfg.nf);
+        cfg.fourier_scale = c.fourier_scale.unwrap_or(cfg.fourier_scale);
+        cfg.num_classes = c.classes.unwrap_or(cfg.num_classes);
+        cfg.width = c.width.unwrap_or(cfg.width);
+        cfg.num_blocks = c.num_blocks.unwrap_or(cfg.num_blocks);
+        cfg.avg_pool = c.avg_pool.unwrap_or(cfg.avg_pool);
+        cfg.in_channels = f.data.num_channels.unwrap_or(cfg.in_channels);
+        cfg.nonlinearity = f.model.nonlinearity.unwrap_or(cfg.nonlinearity);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check sizes (bounded before anything is allocated) and the parameter count.
+    pub fn validate(&self) -> Result<()> {
+        self.check_fields()?;
+        let n = count(&layout(self)?);
+        if n > MAX_PARAMETERS {
+            return Err(Error::param(
+                "ResNetCondConfig",
+                format!("width: the network would have {n} parameters, more than the limit {MAX_PARAMETERS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The state-dict entries in registration order (without the BatchNorm
+    /// `num_batches_tracked` counters), with shapes and roles.
+    pub fn layout(&self) -> Result<Vec<ParamInfo>> {
+        self.validate()?;
+        layout(self)
+    }
+
+    /// Number of parameters and buffers (BatchNorm running statistics included,
+    /// `num_batches_tracked` not).
+    pub fn num_parameters(&self) -> Result<u64> {
+        self.validate()?;
+        Ok(count(&layout(self)?))
+    }
 }
 
 /// `nn.BatchNorm2d` in eval mode.
@@ -206,7 +302,7 @@ impl TimeCondResNet {
     /// [`NcsnppNet::random`](super::NcsnppNet::random)); running statistics are random too.
     pub fn random(config: ResNetCondConfig, device: Device, kind: Kind, seed: u64) -> Result<Self> {
         let mut net = Self::declare(config, device, kind)?;
-        let sd = super::network::random_entries(&net.layout, net.config.fourier_scale, seed);
+        let sd = random_entries(&net.layout, net.config.fourier_scale, seed);
         net.load(&sd, Path::new("<random init>"))?;
         Ok(net)
     }
@@ -259,7 +355,7 @@ impl TimeCondResNet {
 
     /// Number of parameters and buffers.
     pub fn num_parameters(&self) -> u64 {
-        super::network::count(&self.layout)
+        count(&self.layout)
     }
 
     /// The logits (`f32`, `[N, classes]`) for `x` (NCHW, raw data range) at noise levels

@@ -347,15 +347,6 @@ impl NcsnppConfig {
         }
     }
 
-    /// Parse the original config serialized as JSON (nested `data`, `model`, `training`,
-    /// `sampling`, ... sections), then [`validate`](Self::validate) it.
-    pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Self =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("NCSN++ config.json: {e}")))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     /// The classes of `data.dataset` (`CIFAR10`: 10, `CIFAR100`: 100), if known.
     pub fn num_classes(&self) -> Option<usize> {
         dataset_classes(&self.data.dataset)
@@ -376,10 +367,10 @@ impl NcsnppConfig {
         4 * self.model.nf
     }
 
-    /// Check every field that can be checked without building the network, then the
-    /// architecture itself (GroupNorm divisibility, parameter count at most
-    /// [`MAX_PARAMETERS`]) from its analytic layout. Errors name the field.
-    pub fn validate(&self) -> Result<()> {
+    /// Check every field that can be checked without building the network (the bounds
+    /// of [`validate`](Self::validate), which adds the architecture's own checks).
+    /// Errors name the field.
+    pub(crate) fn check_fields(&self) -> Result<()> {
         let bad = |field: &str, why: String| Err(Error::param("NcsnppConfig", format!("{field}: {why}")));
         let m = &self.model;
         if !m.name.eq_ignore_ascii_case("ncsnpp") {
@@ -473,28 +464,7 @@ impl NcsnppConfig {
         if !s.scaling_factor.is_finite() {
             return bad("sampling.scaling_factor", format!("{} is not finite", s.scaling_factor));
         }
-        let n = super::network::count(&super::network::layout(self)?);
-        if n > MAX_PARAMETERS {
-            return bad(
-                "model",
-                format!("the network would have {n} parameters, more than the limit {MAX_PARAMETERS}"),
-            );
-        }
         Ok(())
-    }
-
-    /// The number of parameters and buffers (the `sigmas` buffer and Fourier `W`
-    /// included), from the architecture alone; validates first.
-    pub fn num_parameters(&self) -> Result<u64> {
-        self.validate()?;
-        Ok(super::network::count(&super::network::layout(self)?))
-    }
-
-    /// The state-dict entries of this architecture in registration order (the order of
-    /// the original `state_dict()`), with their shapes and roles.
-    pub fn layout(&self) -> Result<Vec<super::layers::ParamInfo>> {
-        self.validate()?;
-        super::network::layout(self)
     }
 }
 
@@ -559,76 +529,15 @@ impl ResNetCondConfig {
         }
     }
 
-    /// Read the `classifier` section (`model`: `resnet18_cond` / `resnet34_cond`, `nf`,
-    /// `fourier_scale`, `classes`; optional extensions `width`, `num_blocks`, `avg_pool`),
-    /// `data.num_channels` and `model.nonlinearity` of an original config dumped as JSON.
-    pub fn from_json(text: &str) -> Result<Self> {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Section {
-            model: Option<String>,
-            nf: Option<usize>,
-            fourier_scale: Option<f64>,
-            classes: Option<usize>,
-            width: Option<usize>,
-            num_blocks: Option<Vec<usize>>,
-            avg_pool: Option<usize>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Data {
-            num_channels: Option<usize>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Model {
-            nonlinearity: Option<Nonlinearity>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct File {
-            classifier: Option<Section>,
-            data: Data,
-            model: Model,
-        }
-        let f: File =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("classifier config.json: {e}")))?;
-        let c = f
-            .classifier
-            .ok_or_else(|| Error::InvalidInput("classifier config.json: no `classifier` section".into()))?;
-        let mut cfg = Self::dlsm_cifar10();
-        if let Some(name) = c.model {
-            cfg.num_blocks = match name.to_ascii_lowercase().as_str() {
-                "resnet18_cond" => vec![2, 2, 2, 2],
-                "resnet34_cond" => vec![3, 4, 6, 3],
-                other => {
-                    return Err(Error::param(
-                        "ResNetCondConfig",
-                        format!("classifier.model: `{other}` is not resnet18_cond or resnet34_cond"),
-                    ))
-                }
-            };
-        }
-        cfg.nf = c.nf.unwrap_or(cfg.nf);
-        cfg.fourier_scale = c.fourier_scale.unwrap_or(cfg.fourier_scale);
-        cfg.num_classes = c.classes.unwrap_or(cfg.num_classes);
-        cfg.width = c.width.unwrap_or(cfg.width);
-        cfg.num_blocks = c.num_blocks.unwrap_or(cfg.num_blocks);
-        cfg.avg_pool = c.avg_pool.unwrap_or(cfg.avg_pool);
-        cfg.in_channels = f.data.num_channels.unwrap_or(cfg.in_channels);
-        cfg.nonlinearity = f.model.nonlinearity.unwrap_or(cfg.nonlinearity);
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     /// Widths of the four stages.
     pub fn stage_widths(&self) -> [usize; 4] {
         let w = self.width;
         [w, 2 * w, 4 * w, 8 * w]
     }
 
-    /// Check sizes (bounded before anything is allocated) and the parameter count.
-    pub fn validate(&self) -> Result<()> {
+    /// Check the sizes (bounded before anything is allocated); [`validate`](Self::validate)
+    /// adds the parameter count.
+    pub(crate) fn check_fields(&self) -> Result<()> {
         let bad = |field: &str, why: String| Err(Error::param("ResNetCondConfig", format!("{field}: {why}")));
         if !(1..=4096).contains(&self.nf) {
             return bad("nf", format!("{} is not in 1..=4096", self.nf));
@@ -654,27 +563,6 @@ impl ResNetCondConfig {
         if !(1..=64).contains(&self.avg_pool) {
             return bad("avg_pool", format!("{} is not in 1..=64", self.avg_pool));
         }
-        let n = super::network::count(&super::classifier::layout(self)?);
-        if n > MAX_PARAMETERS {
-            return bad(
-                "width",
-                format!("the network would have {n} parameters, more than the limit {MAX_PARAMETERS}"),
-            );
-        }
         Ok(())
-    }
-
-    /// The state-dict entries in registration order (without the BatchNorm
-    /// `num_batches_tracked` counters), with shapes and roles.
-    pub fn layout(&self) -> Result<Vec<super::layers::ParamInfo>> {
-        self.validate()?;
-        super::classifier::layout(self)
-    }
-
-    /// Number of parameters and buffers (BatchNorm running statistics included,
-    /// `num_batches_tracked` not).
-    pub fn num_parameters(&self) -> Result<u64> {
-        self.validate()?;
-        Ok(super::network::count(&super::classifier::layout(self)?))
     }
 }

@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 use super::classifier::TimeCondResNet;
 use super::config::ResNetCondConfig;
 use crate::core::denoiser::item_times;
-use crate::models::guard_panics;
+use crate::models::{crossing, guard_panics};
 use crate::{Error, Guide, Result};
 
 /// DLSM's `1e-8` inside the logarithm.
@@ -91,16 +91,7 @@ impl ClassifierGuide {
         mut f: impl FnMut(&TimeCondResNet, Tensor, Tensor, std::ops::Range<usize>) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
         let (n, c, h, w) = x.dim();
-        let owned;
-        let slice = match x.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = x.as_standard_layout().into_owned();
-                owned
-                    .as_slice()
-                    .ok_or_else(|| Error::Model("could not make the input contiguous".into()))?
-            }
-        };
+        let slice = crossing::host_slice(&x);
         let net = self.lock()?;
         let (device, kind): (Device, Kind) = (net.device(), net.kind());
         let per = c * h * w;
@@ -108,12 +99,10 @@ impl ClassifierGuide {
         let mut start = 0;
         while start < n {
             let len = self.max_batch.min(n - start);
-            let xs = Tensor::f_from_slice(&slice[start * per..(start + len) * per])?
-                .f_view([len as i64, c as i64, h as i64, w as i64])?
-                .f_to_device(device)?
-                .f_to_kind(kind)?;
+            let xs =
+                crossing::slice_to_tensor(&slice[start * per..(start + len) * per], &[len, c, h, w], device, kind)?;
             let s: Vec<f32> = sigmas[start..start + len].iter().map(|&v| v as f32).collect();
-            let st = Tensor::f_from_slice(&s)?.f_to_device(device)?;
+            let st = crossing::slice_to_tensor(&s, &[len], device, Kind::Float)?;
             out.extend(f(&net, xs, st, start..start + len)?);
             start += len;
         }
@@ -131,7 +120,7 @@ impl ClassifierGuide {
             self.chunks(x, &sig, |net, xs, st, r| {
                 let y = net.forward(&xs, &st)?;
                 let mut v = vec![0f32; r.len() * k];
-                y.f_to_device(Device::Cpu)?.f_copy_data(&mut v, r.len() * k)?;
+                crossing::tensor_into(&y, &mut v)?;
                 Ok(v)
             })
         })?;
@@ -178,9 +167,7 @@ impl Guide for ClassifierGuide {
                     let leaf = xs.f_detach()?.f_set_requires_grad(true)?;
                     let logits = net.forward(&leaf, &st)?;
                     let logp = logits.f_softmax(1, Kind::Float)?.f_add_scalar(LOG_EPS)?.f_log()?;
-                    let y = Tensor::f_from_slice(&labels[r.clone()])?
-                        .f_to_device(logp.device())?
-                        .f_view([-1, 1])?;
+                    let y = crossing::slice_to_tensor(&labels[r.clone()], &[r.len(), 1], logp.device(), Kind::Int64)?;
                     let picked = logp.f_gather(1, &y, false)?.f_sum(Kind::Float)?;
                     let grads = Tensor::f_run_backward(&[&picked], &[&leaf], false, false)?;
                     let g = grads
@@ -188,9 +175,7 @@ impl Guide for ClassifierGuide {
                         .next()
                         .ok_or_else(|| Error::Model("autograd returned no gradient".into()))?;
                     let mut v = vec![0f32; r.len() * per];
-                    g.f_to_kind(Kind::Float)?
-                        .f_to_device(Device::Cpu)?
-                        .f_copy_data(&mut v, r.len() * per)?;
+                    crossing::tensor_into(&g, &mut v)?;
                     Ok(v)
                 })
             })

@@ -7,10 +7,16 @@
 //! network and its analytic layout (parameter counts, registration order) without
 //! allocating anything.
 
+use std::f64::consts::PI;
+
+use rand::distributions::{Distribution, Uniform};
+use rand::SeedableRng;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::config::Nonlinearity;
+use crate::checkpoint::{StateDict, TensorData};
+use crate::models::crossing;
 use crate::{Error, Result};
 
 /// What a state-dict entry is to PyTorch.
@@ -41,6 +47,51 @@ impl ParamInfo {
     pub fn numel(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product()
     }
+}
+
+/// Total elements of a layout.
+pub(crate) fn count(layout: &[ParamInfo]) -> u64 {
+    layout.iter().map(ParamInfo::numel).sum()
+}
+
+/// Random weights for a layout (see `NcsnppNet::random`), for the score network and the classifier.
+pub(crate) fn random_entries(layout: &[ParamInfo], fourier_scale: f64, seed: u64) -> StateDict {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let small = Uniform::new_inclusive(-0.1f32, 0.1);
+    let mut sd = StateDict::new();
+    for p in layout {
+        let numel = p.numel() as usize;
+        let leaf = p.name.rsplit('.').next().unwrap_or("");
+        let values: Vec<f32> = if p.role == Role::Frozen {
+            // Fourier W ~ N(0, scale²) by Box–Muller.
+            let u = Uniform::new(f64::EPSILON, 1.0);
+            (0..numel)
+                .map(|_| {
+                    let (a, b): (f64, f64) = (u.sample(&mut rng), u.sample(&mut rng));
+                    ((-2.0 * a.ln()).sqrt() * (2.0 * PI * b).cos() * fourier_scale) as f32
+                })
+                .collect()
+        } else if leaf == "running_var" {
+            (0..numel).map(|_| 1.0 + 5.0 * small.sample(&mut rng)).collect()
+        } else if p.shape.len() == 1 && leaf == "weight" {
+            // Normalization scales.
+            (0..numel).map(|_| 1.0 + small.sample(&mut rng)).collect()
+        } else if p.shape.len() <= 1 {
+            (0..numel).map(|_| small.sample(&mut rng)).collect()
+        } else {
+            // NIN stores (in, out); every other weight (out, in, ...).
+            let fan_in: usize = if leaf == "W" {
+                p.shape[0]
+            } else {
+                p.shape.iter().skip(1).product()
+            };
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            let u = Uniform::new_inclusive(-bound, bound);
+            (0..numel).map(|_| u.sample(&mut rng)).collect()
+        };
+        sd.insert(p.name.clone(), TensorData::from_f32(p.shape.clone(), &values));
+    }
+    sd
 }
 
 /// Declares a network's tensors in registration order: into a `VarStore` (build mode) or
@@ -118,10 +169,11 @@ impl<'a> Decl<'a> {
         if !self.building() {
             return Ok(Tensor::new());
         }
-        Ok(Tensor::f_from_slice(values)?
-            .f_reshape(shape)?
-            .f_to_device(self.device())?
-            .f_to_kind(kind)?)
+        let shape: Vec<usize> = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| Error::Shape(format!("constant of shape {shape:?}"))))
+            .collect::<Result<_>>()?;
+        crossing::slice_to_tensor(values, &shape, self.device(), kind)
     }
 }
 

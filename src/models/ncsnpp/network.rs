@@ -20,28 +20,24 @@
 use std::f64::consts::PI;
 use std::path::Path;
 
-use rand::distributions::{Distribution, Uniform};
-use rand::SeedableRng;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::config::{CombineMethod, EmbeddingType, NcsnppConfig, Progressive, ProgressiveInput, ResblockType};
+use super::config::{
+    CombineMethod, EmbeddingType, NcsnppConfig, Progressive, ProgressiveInput, ResblockType, MAX_PARAMETERS,
+};
 use super::layers::{
-    act, mean_down, nearest_up, residual, Attn, Block, Conv, Ctx, Decl, Fir, GroupNorm, Linear, ParamInfo, Resample,
-    Resampler, ResnetBigGan, ResnetDdpm, Role,
+    act, count, mean_down, nearest_up, random_entries, residual, Attn, Block, Conv, Ctx, Decl, Fir, GroupNorm, Linear,
+    ParamInfo, Resample, Resampler, ResnetBigGan, ResnetDdpm, Role,
 };
 use crate::checkpoint::{StateDict, TensorData};
 use crate::models::loading::{self, LoadOptions};
 use crate::models::{check_device, check_kind, guard_panics, TchModule};
+use crate::models::{config_json, crossing};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
 /// Relative slack on the SDE's σ range, for times rounded to `f32` on their way in.
 const SIGMA_SLACK: f64 = 1e-5;
-
-/// Total elements of a layout.
-pub(crate) fn count(layout: &[ParamInfo]) -> u64 {
-    layout.iter().map(ParamInfo::numel).sum()
-}
 
 /// The layout of `cfg` in registration order, from a record-mode build (no allocation).
 /// Does not validate the fields (the caller does).
@@ -49,6 +45,47 @@ pub(crate) fn layout(cfg: &NcsnppConfig) -> Result<Vec<ParamInfo>> {
     let mut d = Decl::record();
     Modules::declare(cfg, &mut d)?;
     Ok(d.into_entries())
+}
+
+/// The parts of [`NcsnppConfig`] that need the architecture live with the network that
+/// defines it, so that the configuration module depends on nothing else of the family.
+impl NcsnppConfig {
+    /// Parse the original config serialized as JSON (nested `data`, `model`, `training`,
+    /// `sampling`, ... sections), then [`validate`](Self::validate) it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: Self = config_json::parse(text).map_err(|f| Error::InvalidInput(f.describe("NCSN++ config.json")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every field that can be checked without building the network, then the
+    /// architecture itself (GroupNorm divisibility, parameter count at most
+    /// [`MAX_PARAMETERS`]) from its analytic layout. Errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        self.check_fields()?;
+        let n = count(&layout(self)?);
+        if n > MAX_PARAMETERS {
+            return Err(Error::param(
+                "NcsnppConfig",
+                format!("model: the network would have {n} parameters, more than the limit {MAX_PARAMETERS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of parameters and buffers (the `sigmas` buffer and Fourier `W`
+    /// included), from the architecture alone; validates first.
+    pub fn num_parameters(&self) -> Result<u64> {
+        self.validate()?;
+        Ok(count(&layout(self)?))
+    }
+
+    /// The state-dict entries of this architecture in registration order (the order of
+    /// the original `state_dict()`), with their shapes and roles.
+    pub fn layout(&self) -> Result<Vec<ParamInfo>> {
+        self.validate()?;
+        layout(self)
+    }
 }
 
 /// The input pyramid's layer at a downsampling step.
@@ -334,7 +371,12 @@ impl NcsnppNet {
             let sigmas: Vec<f32> = config_sigmas(&config).iter().map(|&s| s as f32).collect();
             let _g = tch::no_grad_guard();
             let mut buffer = modules.sigmas.shallow_clone();
-            buffer.f_copy_(&Tensor::f_from_slice(&sigmas)?)?;
+            buffer.f_copy_(&crossing::slice_to_tensor(
+                &sigmas,
+                &[sigmas.len()],
+                Device::Cpu,
+                Kind::Float,
+            )?)?;
             Ok(Self {
                 config,
                 vs,
@@ -412,12 +454,10 @@ impl NcsnppNet {
             for p in &self.layout {
                 let t = vars
                     .get(&p.name)
-                    .ok_or_else(|| Error::Model(format!("internal error: no variable `{}`", p.name)))?
-                    .f_to_kind(Kind::Float)?
-                    .f_to_device(Device::Cpu)?;
+                    .ok_or_else(|| Error::Model(format!("internal error: no variable `{}`", p.name)))?;
                 let numel = p.numel() as usize;
                 let mut values = vec![0f32; numel];
-                t.f_copy_data(&mut values, numel)?;
+                crossing::tensor_into(t, &mut values)?;
                 sd.insert(p.name.clone(), TensorData::from_f32(p.shape.clone(), &values));
             }
             Ok(sd)
@@ -705,46 +745,6 @@ fn check_sigmas(cfg: &NcsnppConfig, sd: &StateDict, source: &Path) -> Result<()>
     Ok(())
 }
 
-/// Random weights for a layout (see [`NcsnppNet::random`]); also used by the classifier.
-pub(crate) fn random_entries(layout: &[ParamInfo], fourier_scale: f64, seed: u64) -> StateDict {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let small = Uniform::new_inclusive(-0.1f32, 0.1);
-    let mut sd = StateDict::new();
-    for p in layout {
-        let numel = p.numel() as usize;
-        let leaf = p.name.rsplit('.').next().unwrap_or("");
-        let values: Vec<f32> = if p.role == Role::Frozen {
-            // Fourier W ~ N(0, scale²) by Box–Muller.
-            let u = Uniform::new(f64::EPSILON, 1.0);
-            (0..numel)
-                .map(|_| {
-                    let (a, b): (f64, f64) = (u.sample(&mut rng), u.sample(&mut rng));
-                    ((-2.0 * a.ln()).sqrt() * (2.0 * PI * b).cos() * fourier_scale) as f32
-                })
-                .collect()
-        } else if leaf == "running_var" {
-            (0..numel).map(|_| 1.0 + 5.0 * small.sample(&mut rng)).collect()
-        } else if p.shape.len() == 1 && leaf == "weight" {
-            // Normalization scales.
-            (0..numel).map(|_| 1.0 + small.sample(&mut rng)).collect()
-        } else if p.shape.len() <= 1 {
-            (0..numel).map(|_| small.sample(&mut rng)).collect()
-        } else {
-            // NIN stores (in, out); every other weight (out, in, ...).
-            let fan_in: usize = if leaf == "W" {
-                p.shape[0]
-            } else {
-                p.shape.iter().skip(1).product()
-            };
-            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            let u = Uniform::new_inclusive(-bound, bound);
-            (0..numel).map(|_| u.sample(&mut rng)).collect()
-        };
-        sd.insert(p.name.clone(), TensorData::from_f32(p.shape.clone(), &values));
-    }
-    sd
-}
-
 fn random_state_dict(layout: &[ParamInfo], cfg: &NcsnppConfig, seed: u64) -> StateDict {
     let mut sd = random_entries(layout, cfg.model.fourier_scale, seed);
     let sig: Vec<f32> = config_sigmas(cfg).iter().map(|&s| s as f32).collect();
@@ -780,11 +780,7 @@ impl TchModule for NcsnppNet {
                     .into(),
             ));
         }
-        let n = t.size().first().copied().unwrap_or(0).max(0) as usize;
-        let mut host = vec![0f32; n];
-        t.f_to_kind(Kind::Float)?
-            .f_to_device(Device::Cpu)?
-            .f_copy_data(&mut host, n)?;
+        let host = crossing::tensor_to_vec(t)?;
         self.check_sigmas(&host.iter().map(|&s| s as f64).collect::<Vec<_>>())?;
         self.forward(x, t)
     }

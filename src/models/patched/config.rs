@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::respace::respaced_steps;
+use crate::models::config_json;
 use crate::schedule::DiscreteSchedule;
 use crate::{DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
@@ -310,16 +311,26 @@ impl PatchedConfig {
     /// ignored) or this struct's own serialization (recognised by its `model_channels`
     /// key). The result is validated.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("Patched Diffusion config.json is not valid JSON: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::InvalidInput("Patched Diffusion config.json is not a JSON object".into()))?;
-        let cfg = if obj.contains_key("model_channels") {
-            serde_json::from_value::<PatchedConfig>(v.clone())
-                .map_err(|e| Error::InvalidInput(format!("Patched Diffusion config.json: {e}")))?
+        const FILE: &str = "Patched Diffusion config.json";
+        /// Which form a `config.json` is in: this struct's own has `model_channels`.
+        #[derive(Deserialize)]
+        struct Form {
+            #[serde(default, deserialize_with = "config_json::present")]
+            model_channels: Option<Option<serde::de::IgnoredAny>>,
+        }
+        let form: Form = config_json::parse(text).map_err(|f| {
+            if f.syntax {
+                Error::InvalidInput(f.describe(FILE))
+            } else {
+                Error::InvalidInput(format!("{FILE} is not a JSON object of settings ({})", f.message))
+            }
+        })?;
+        let cfg = if form.model_channels.is_some() {
+            config_json::parse::<PatchedConfig>(text).map_err(|f| Error::InvalidInput(f.describe(FILE)))?
         } else {
-            Self::from_original_kwargs(obj)?
+            config_json::parse::<OriginalKwargs>(text)
+                .map_err(|f| kwargs_fault(f, FILE))?
+                .into_config()?
         };
         cfg.validate()?;
         Ok(cfg)
@@ -334,137 +345,11 @@ impl PatchedConfig {
     /// Build a configuration from the original scripts' keyword arguments (not validated;
     /// [`from_json`](PatchedConfig::from_json) validates).
     pub fn from_original_kwargs(obj: &Map<String, Value>) -> Result<Self> {
-        let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-        let uint = |k: &'static str, default: usize| -> Result<usize> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => as_int(v)
-                    .filter(|&i| i >= 0)
-                    .map(|i| i as usize)
-                    .ok_or_else(|| Error::param(k, format!("expected a non-negative integer, got {v}"))),
-            }
-        };
-        let int = |k: &'static str, default: i64| -> Result<i64> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => as_int(v).ok_or_else(|| Error::param(k, format!("expected an integer, got {v}"))),
-            }
-        };
-        let boolean = |k: &'static str, default: bool| -> Result<bool> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => as_bool(v).ok_or_else(|| Error::param(k, format!("expected a boolean, got {v}"))),
-            }
-        };
-        let float = |k: &'static str, default: f64| -> Result<f64> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => as_float(v).ok_or_else(|| Error::param(k, format!("expected a number, got {v}"))),
-            }
-        };
-        let string = |k: &'static str, default: &str| -> Result<String> {
-            match get(k) {
-                None => Ok(default.to_string()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(Value::Number(n)) => Ok(n.to_string()),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|x| match x {
-                        Value::Number(n) => Ok(n.to_string()),
-                        Value::String(s) => Ok(s.clone()),
-                        _ => Err(Error::param(k, format!("expected numbers, got {x}"))),
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map(|v| v.join(",")),
-                Some(v) => Err(Error::param(k, format!("expected a string, got {v}"))),
-            }
-        };
-
-        let image_size = uint("image_size", 64)?;
-        let patch_size = uint("patch_size", 4)?;
-        let model_channels = uint("num_channels", 128)?;
-        let mult = string("channel_mult", "")?;
-        let channel_mult = if mult.trim().is_empty() {
-            default_channel_mult(image_size, patch_size)?
-        } else {
-            mult.split(',')
-                .map(|m| {
-                    m.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|f| f.is_finite())
-                        .ok_or_else(|| Error::param("channel_mult", format!("`{mult}`: `{m}` is not a number")))
-                })
-                .collect::<Result<Vec<f64>>>()?
-        };
-        let attn = string("attention_resolutions", "16,8")?;
-        let attention_resolutions = attn
-            .split(',')
-            .map(|r| {
-                r.trim().parse::<usize>().map_err(|_| {
-                    Error::param(
-                        "attention_resolutions",
-                        format!("`{attn}`: `{r}` is not a non-negative integer"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<usize>>>()?;
-        let num_head_channels = int("num_head_channels", -1)?;
-        let num_heads_upsample = int("num_heads_upsample", -1)?;
-        let class_cond = boolean("class_cond", false)?;
-        let splits = string("snr_splits", "")?;
-        let snr_splits = if splits.trim().is_empty() {
-            Vec::new()
-        } else {
-            splits
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<f64>()
-                        .map_err(|_| Error::param("snr_splits", format!("`{splits}`: `{s}` is not a number")))
-                })
-                .collect::<Result<Vec<f64>>>()?
-        };
-        let optional = |k: &'static str, v: i64| -> Result<Option<usize>> {
-            match v {
-                -1 => Ok(None),
-                v if v > 0 => Ok(Some(v as usize)),
-                v => Err(Error::param(k, format!("must be positive or -1, got {v}"))),
-            }
-        };
-        Ok(Self {
-            image_size,
-            in_channels: uint("in_channels", 3)?,
-            patch_size,
-            model_channels,
-            channel_mult,
-            num_res_blocks: uint("num_res_blocks", 2)?,
-            attention_resolutions,
-            num_heads: uint("num_heads", 4)?,
-            num_head_channels: optional("num_head_channels", num_head_channels)?,
-            num_heads_upsample: optional("num_heads_upsample", num_heads_upsample)?,
-            use_new_attention_order: boolean("use_new_attention_order", false)?,
-            use_scale_shift_norm: boolean("use_scale_shift_norm", true)?,
-            resblock_updown: boolean("resblock_updown", false)?,
-            num_classes: if class_cond {
-                Some(uint("num_classes", 1000)?)
-            } else {
-                None
-            },
-            classifier_free: boolean("classifier_free", true)?,
-            learn_sigma: boolean("learn_sigma", false)?,
-            norm_groups: uint("norm_groups", 32)?,
-            dropout: float("dropout", 0.0)?,
-            use_fp16: boolean("use_fp16", false)?,
-            diffusion_steps: uint("diffusion_steps", 1000)?,
-            noise_schedule: string("noise_schedule", "linear")?,
-            model_mean_type: MeanType::parse(&string("model_mean_type", "xstart")?)?,
-            rescale_timesteps: boolean("rescale_timesteps", false)?,
-            timestep_respacing: string("timestep_respacing", "")?,
-            snr_splits,
-            guidance_scale: float("guidance_scale", 1.5)?,
-            clip_denoised: boolean("clip_denoised", true)?,
-        })
+        // Through the text, so that an error can name its key from its position.
+        let text = serde_json::to_string_pretty(obj).map_err(|e| Error::Model(e.to_string()))?;
+        config_json::parse::<OriginalKwargs>(&text)
+            .map_err(|f| kwargs_fault(f, "the keyword arguments"))?
+            .into_config()
     }
 
     /// Post-patch feature resolution `image_size/P`.
@@ -1034,41 +919,202 @@ fn default_channel_mult(image_size: usize, patch_size: usize) -> Result<Vec<f64>
     Ok(m.to_vec())
 }
 
-fn as_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// The keyword arguments of the original scripts (`create_model_and_diffusion`, plus
+/// `guidance_scale` and `clip_denoised` of `image_sample.py`) as their `config.json`
+/// writes them: numbers and booleans may be strings, lists `"1,2,2,2"` strings or JSON
+/// lists; absent or `null` keys take the scripts' defaults, unknown keys are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct OriginalKwargs {
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    image_size: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    in_channels: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    patch_size: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    num_channels: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_text")]
+    channel_mult: Option<String>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    num_res_blocks: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_text")]
+    attention_resolutions: Option<String>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    num_heads: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_int")]
+    num_head_channels: Option<i64>,
+    #[serde(deserialize_with = "config_json::lenient_int")]
+    num_heads_upsample: Option<i64>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    use_new_attention_order: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    use_scale_shift_norm: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    resblock_updown: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    class_cond: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    num_classes: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    classifier_free: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    learn_sigma: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    norm_groups: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_float")]
+    dropout: Option<f64>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    use_fp16: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_uint")]
+    diffusion_steps: Option<usize>,
+    #[serde(deserialize_with = "config_json::lenient_text")]
+    noise_schedule: Option<String>,
+    #[serde(deserialize_with = "config_json::lenient_text")]
+    model_mean_type: Option<String>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    rescale_timesteps: Option<bool>,
+    #[serde(deserialize_with = "config_json::lenient_text")]
+    timestep_respacing: Option<String>,
+    #[serde(deserialize_with = "config_json::lenient_text")]
+    snr_splits: Option<String>,
+    #[serde(deserialize_with = "config_json::lenient_float")]
+    guidance_scale: Option<f64>,
+    #[serde(deserialize_with = "config_json::lenient_bool")]
+    clip_denoised: Option<bool>,
+}
+
+/// The keys of [`OriginalKwargs`], for errors that name one.
+const KWARGS_KEYS: &[&str] = &[
+    "image_size",
+    "in_channels",
+    "patch_size",
+    "num_channels",
+    "channel_mult",
+    "num_res_blocks",
+    "attention_resolutions",
+    "num_heads",
+    "num_head_channels",
+    "num_heads_upsample",
+    "use_new_attention_order",
+    "use_scale_shift_norm",
+    "resblock_updown",
+    "class_cond",
+    "num_classes",
+    "classifier_free",
+    "learn_sigma",
+    "norm_groups",
+    "dropout",
+    "use_fp16",
+    "diffusion_steps",
+    "noise_schedule",
+    "model_mean_type",
+    "rescale_timesteps",
+    "timestep_respacing",
+    "snr_splits",
+    "guidance_scale",
+    "clip_denoised",
+];
+
+/// A keyword-argument value of the wrong form, as an error naming its key.
+fn kwargs_fault(f: config_json::Fault, file: &str) -> Error {
+    match f
+        .key
+        .as_deref()
+        .and_then(|k| KWARGS_KEYS.iter().find(|&&known| known == k))
+    {
+        Some(&key) if !f.syntax => Error::param(key, format!("{} (in {file}; fix this value)", f.message)),
+        _ if f.syntax => Error::InvalidInput(f.describe(file)),
+        _ => Error::InvalidInput(format!(
+            "{file} is not a JSON object of keyword arguments ({})",
+            f.message
+        )),
     }
 }
 
-fn as_float(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|f: &f64| f.is_finite())
-}
-
-/// `str2bool` of the scripts, plus JSON booleans.
-fn as_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(1) => Some(true),
-            Some(0) => Some(false),
-            _ => None,
-        },
-        Value::String(s) => match s.trim().to_lowercase().as_str() {
-            "yes" | "true" | "t" | "y" | "1" => Some(true),
-            "no" | "false" | "f" | "n" | "0" => Some(false),
-            _ => None,
-        },
-        _ => None,
+impl OriginalKwargs {
+    /// The configuration, with the scripts' defaults for absent keys.
+    fn into_config(self) -> Result<PatchedConfig> {
+        let image_size = self.image_size.unwrap_or(64);
+        let patch_size = self.patch_size.unwrap_or(4);
+        let mult = self.channel_mult.unwrap_or_default();
+        let channel_mult = if mult.trim().is_empty() {
+            default_channel_mult(image_size, patch_size)?
+        } else {
+            mult.split(',')
+                .map(|m| {
+                    m.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .ok_or_else(|| Error::param("channel_mult", format!("`{mult}`: `{m}` is not a number")))
+                })
+                .collect::<Result<Vec<f64>>>()?
+        };
+        let attn = self.attention_resolutions.unwrap_or_else(|| "16,8".into());
+        let attention_resolutions = attn
+            .split(',')
+            .map(|r| {
+                r.trim().parse::<usize>().map_err(|_| {
+                    Error::param(
+                        "attention_resolutions",
+                        format!("`{attn}`: `{r}` is not a non-negative integer"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let splits = self.snr_splits.unwrap_or_default();
+        let snr_splits = if splits.trim().is_empty() {
+            Vec::new()
+        } else {
+            splits
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<f64>()
+                        .map_err(|_| Error::param("snr_splits", format!("`{splits}`: `{s}` is not a number")))
+                })
+                .collect::<Result<Vec<f64>>>()?
+        };
+        let optional = |k: &'static str, v: Option<i64>| -> Result<Option<usize>> {
+            match v.unwrap_or(-1) {
+                -1 => Ok(None),
+                v if v > 0 => Ok(Some(v as usize)),
+                v => Err(Error::param(k, format!("must be positive or -1, got {v}"))),
+            }
+        };
+        Ok(PatchedConfig {
+            image_size,
+            in_channels: self.in_channels.unwrap_or(3),
+            patch_size,
+            model_channels: self.num_channels.unwrap_or(128),
+            channel_mult,
+            num_res_blocks: self.num_res_blocks.unwrap_or(2),
+            attention_resolutions,
+            num_heads: self.num_heads.unwrap_or(4),
+            num_head_channels: optional("num_head_channels", self.num_head_channels)?,
+            num_heads_upsample: optional("num_heads_upsample", self.num_heads_upsample)?,
+            use_new_attention_order: self.use_new_attention_order.unwrap_or(false),
+            use_scale_shift_norm: self.use_scale_shift_norm.unwrap_or(true),
+            resblock_updown: self.resblock_updown.unwrap_or(false),
+            num_classes: if self.class_cond.unwrap_or(false) {
+                Some(self.num_classes.unwrap_or(1000))
+            } else {
+                None
+            },
+            classifier_free: self.classifier_free.unwrap_or(true),
+            learn_sigma: self.learn_sigma.unwrap_or(false),
+            norm_groups: self.norm_groups.unwrap_or(32),
+            dropout: self.dropout.unwrap_or(0.0),
+            use_fp16: self.use_fp16.unwrap_or(false),
+            diffusion_steps: self.diffusion_steps.unwrap_or(1000),
+            noise_schedule: self.noise_schedule.unwrap_or_else(|| "linear".into()),
+            model_mean_type: MeanType::parse(&self.model_mean_type.unwrap_or_else(|| "xstart".into()))?,
+            rescale_timesteps: self.rescale_timesteps.unwrap_or(false),
+            timestep_respacing: self.timestep_respacing.unwrap_or_default(),
+            snr_splits,
+            guidance_scale: self.guidance_scale.unwrap_or(1.5),
+            clip_denoised: self.clip_denoised.unwrap_or(true),
+        })
     }
 }

@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::config::{Layer, PatchedConfig, Plan};
 use crate::checkpoint::StateDict;
+use crate::models::crossing;
 use crate::models::loading::{self, LoadOptions};
 use crate::models::nn::{Conv2d, Embedding, Linear};
 use crate::models::TchModule;
@@ -544,7 +545,12 @@ impl PatchedUNet {
                         format!("label {bad} is outside this model's classes 0..{k}{null}"),
                     ));
                 }
-                Ok(Some(Tensor::f_from_slice(v)?.f_to_device(self.vs.device())?))
+                Ok(Some(crossing::slice_to_tensor(
+                    v,
+                    &[v.len()],
+                    self.vs.device(),
+                    Kind::Int64,
+                )?))
             }
             (Some(k), _) => Err(Error::Incompatible(format!(
                 "this Patched Diffusion model is class-conditional ({k} classes): pass \

@@ -51,7 +51,7 @@ pub mod vae;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip};
+use ndarray::{s, Array3, Array4, ArrayView2, ArrayView4, Axis, Zip};
 use tch::{Device, Kind, Tensor};
 
 pub use clip::ClipTextModel;
@@ -65,6 +65,7 @@ use crate::checkpoint::diffusers::find_weights;
 use crate::checkpoint::{load_state_dict, StateDict};
 use crate::core::codec::Codec;
 use crate::core::pipeline::ModelInput;
+use crate::models::crossing;
 use crate::models::{check_device, check_kind, guard_panics, TchDenoiser, DEFAULT_MAX_BATCH};
 use crate::schedule::{DiscreteSchedule, SchedulerConfig};
 use crate::BoomerangBuilder;
@@ -271,42 +272,6 @@ fn read_weights(dir: &Path, stem: &str, bin_stem: &str, options: &SdOptions) -> 
     Ok((path, sd))
 }
 
-/// Host array → tensor on `device` in `kind` (one copy when contiguous).
-fn to_tensor(x: ArrayView4<'_, f32>, device: Device, kind: Kind) -> Result<Tensor> {
-    let (n, c, h, w) = x.dim();
-    let owned;
-    let slice = match x.as_slice() {
-        Some(s) => s,
-        None => {
-            owned = x.as_standard_layout().into_owned();
-            owned
-                .as_slice()
-                .ok_or_else(|| Error::Model("could not make the input contiguous".into()))?
-        }
-    };
-    Ok(Tensor::f_from_slice(slice)?
-        .f_view([n as i64, c as i64, h as i64, w as i64])?
-        .f_to_device(device)?
-        .f_to_kind(kind)?)
-}
-
-/// Tensor → host `f32` array of the tensor's shape.
-fn to_array<D: ndarray::Dimension, Sh: Into<ndarray::StrideShape<D>>>(
-    t: &Tensor,
-    dim: Sh,
-) -> Result<ndarray::Array<f32, D>> {
-    let t = t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
-    let numel = t.numel();
-    let mut v = vec![0f32; numel];
-    t.f_copy_data(&mut v, numel)?;
-    ndarray::Array::from_shape_vec(dim, v).map_err(|e| Error::Shape(e.to_string()))
-}
-
-fn size4(t: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    let (a, b, c, d) = t.size4()?;
-    Ok((a as usize, b as usize, c as usize, d as usize))
-}
-
 fn check_finite(x: &ArrayView4<'_, f32>, what: &str) -> Result<()> {
     if x.iter().any(|v| !v.is_finite()) {
         return Err(Error::InvalidInput(format!("{what} contain NaN or infinite values")));
@@ -491,18 +456,18 @@ impl StableDiffusion {
                 "token id {bad} is outside the text encoder's vocabulary of {vocab}"
             )));
         }
-        let ids: Array2<i64> = ids.as_standard_layout().into_owned();
-        let flat = ids
-            .as_slice()
-            .ok_or_else(|| Error::Model("non-contiguous token ids".into()))?;
         let d = self.text_encoder.config().hidden_size;
         guard_panics(|| {
             let _g = tch::no_grad_guard();
-            let t = Tensor::f_from_slice(flat)?
-                .f_view([b as i64, l as i64])?
-                .f_to_device(self.text_encoder.device())?;
-            let h = self.text_encoder.forward(&t, self.options.clip_skip)?;
-            to_array(&h, (b, l, d))
+            let t = crossing::array_to_tensor(ids, self.text_encoder.device(), Kind::Int64)?;
+            let h = crossing::tensor_to_array::<ndarray::Ix3>(&self.text_encoder.forward(&t, self.options.clip_skip)?)?;
+            if h.dim() != (b, l, d) {
+                return Err(Error::Model(format!(
+                    "the text encoder returned shape {:?} for {b}×{l} tokens of width {d}",
+                    h.shape()
+                )));
+            }
+            Ok(h)
         })
     }
 
@@ -542,11 +507,11 @@ impl StableDiffusion {
             let chunk = x.slice(s![start..end, .., .., ..]);
             let outs = guard_panics(|| {
                 let _g = tch::no_grad_guard();
-                let t = to_tensor(chunk, self.vae.device(), self.vae.kind())?;
+                let t = crossing::array_to_tensor(chunk, self.vae.device(), self.vae.kind())?;
                 let ys = f(&t)?;
                 let mut arrays: Vec<Array4<f32>> = Vec::with_capacity(K);
                 for y in &ys {
-                    arrays.push(to_array(y, size4(y)?)?);
+                    arrays.push(crossing::tensor_to_array4(y)?);
                 }
                 arrays
                     .try_into()

@@ -14,6 +14,7 @@ use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::resnet::ResnetSettings;
 use super::unet_blocks::{DownBlock, MidBlockCrossAttn, UpBlock};
 use crate::checkpoint::StateDict;
+use crate::models::crossing;
 use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions, TchModule};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
@@ -251,20 +252,7 @@ impl UNet2DConditionModel {
         if let Some(v) = text.iter().find(|v| !v.is_finite()) {
             return Err(Error::InvalidInput(format!("text embeddings contain {v}")));
         }
-        let owned;
-        let slice = match text.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = text.as_standard_layout().into_owned();
-                owned
-                    .as_slice()
-                    .ok_or_else(|| Error::Model("non-contiguous text embeddings".into()))?
-            }
-        };
-        Ok(Tensor::f_from_slice(slice)?
-            .f_view([b as i64, s as i64, d as i64])?
-            .f_to_device(self.vs.device())?
-            .f_to_kind(self.kind)?)
+        crossing::array_to_tensor(text.view(), self.vs.device(), self.kind)
     }
 }
 
