@@ -20,7 +20,7 @@ export CARGO_INCREMENTAL ?= 0
 
 CARGO ?= cargo
 
-.PHONY: test lint test-core test-tch package-size demo bench doc fixtures clean-venv libtorch
+.PHONY: test lint test-core test-tch downstream package-size demo bench doc fixtures clean-venv libtorch
 
 libtorch: $(TORCH_STAMP)
 
@@ -33,8 +33,8 @@ $(TORCH_STAMP):
 	touch $@
 
 ## Every test suite: the lints, the pure-Rust core without libtorch, then everything with
-## it, and the published package's size.
-test: lint test-core test-tch package-size
+## it, a downstream crate built on the package, and the published package's size.
+test: lint test-core test-tch downstream package-size
 
 ## Formatting, clippy and the docs of both feature sets, warnings denied.
 lint: $(TORCH_STAMP)
@@ -51,6 +51,11 @@ test-core:
 
 test-tch: $(TORCH_STAMP)
 	$(CARGO) test
+
+## A new crate depending on this one (path dependency, the newest ndarray/rand beside it)
+## compiles every README example and runs the first without LD_LIBRARY_PATH.
+downstream: $(TORCH_STAMP)
+	bash tools/downstream.sh
 
 ## crates.io refuses packages over 10 MB; the embedded default model and the test
 ## fixtures must fit.
