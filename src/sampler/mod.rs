@@ -255,6 +255,7 @@ impl Sampler {
     /// `to` and returns the `x̂0` predicted at `from`. The step's arithmetic is one pass over
     /// the arrays, its noise drawn during that pass, and it allocates nothing of its own
     /// (buffers that a rule needs live in `state`); the model's output is the model's.
+    /// After an error `x` may hold a partly updated sample.
     pub fn step_in_place(
         &self,
         model: &mut Model<'_>,
