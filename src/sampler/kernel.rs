@@ -2,7 +2,8 @@
 //!
 //! A step is ONE pass over its arrays: it reads the current sample and the prediction,
 //! draws its noise on the fly (where it adds any) and writes the next sample over the
-//! current one. Nothing is allocated per step. The expressions inside the passes are the
+//! current one (DDIM, which never reads the current sample, writes over the consumed `ε̂`
+//! and takes that buffer as the sample). Nothing is allocated per step. The expressions inside the passes are the
 //! step formulas with the operations in the order of the earlier multi-pass code, so the
 //! results are the same bits.
 //!
