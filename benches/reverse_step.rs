@@ -2,7 +2,9 @@
 //!
 //! The "model" hands back a fixed prediction (cloned, as a network would allocate its
 //! output); `copy` is a plain clone of the same batch, the bound for this memory-bound work
-//! (a step reads x, x̂0, ε and writes the result and fresh noise).
+//! (a step reads x, x̂0, ε and writes the result and fresh noise). The step is
+//! `Sampler::step`, which copies `x` into a new sample and steps that in place; the clones
+//! and the copy are timed too. `benches/sampler_step.rs` times the in-place step alone.
 //!
 //! Run: `cargo bench --no-default-features --bench reverse_step`
 

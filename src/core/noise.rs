@@ -95,21 +95,57 @@ impl NoiseStreams {
     /// Fill `out` (one item per stream along axis 0) with standard normal draws, items in
     /// parallel.
     pub fn fill_normal(&mut self, mut out: ArrayViewMut4<'_, f32>) -> Result<()> {
-        if out.dim().0 != self.rngs.len() {
+        let n = out.dim().0;
+        self.check_items(n)?;
+        out.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(self.rngs.par_iter_mut())
+            .for_each(|(mut item, rng)| {
+                let mut z = Normals(rng);
+                match item.as_slice_mut() {
+                    Some(sl) => sl.iter_mut().for_each(|v| *v = z.next()),
+                    None => item.iter_mut().for_each(|v| *v = z.next()),
+                }
+            });
+        Ok(())
+    }
+
+    /// Run `f(i, item_i, normals_i)` for every item `i` of `items` (one per stream), items in
+    /// parallel. Item `i` draws from stream `i` only, so whatever `f` does with its draws is
+    /// the same for every thread count and batch. A fused step pass draws its noise here,
+    /// element by element in the item's logical order: exactly the numbers
+    /// [`fill_normal`](NoiseStreams::fill_normal) would have written, without the buffer.
+    pub(crate) fn par_items<I, F>(&mut self, items: I, f: F) -> Result<()>
+    where
+        I: IndexedParallelIterator,
+        F: Fn(usize, I::Item, &mut Normals<'_>) + Sync + Send,
+    {
+        self.check_items(items.len())?;
+        items
+            .zip(self.rngs.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, (item, rng))| f(i, item, &mut Normals(rng)));
+        Ok(())
+    }
+
+    fn check_items(&self, n: usize) -> Result<()> {
+        if n != self.rngs.len() {
             return Err(Error::Shape(format!(
-                "noise for {} items requested from {} streams",
-                out.dim().0,
+                "noise for {n} items requested from {} streams",
                 self.rngs.len()
             )));
         }
-        let items: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
-        items
-            .into_par_iter()
-            .zip(self.rngs.par_iter_mut())
-            .for_each(|(mut item, rng)| match item.as_slice_mut() {
-                Some(sl) => sl.iter_mut().for_each(|v| *v = rng.sample(StandardNormal)),
-                None => item.iter_mut().for_each(|v| *v = rng.sample(StandardNormal)),
-            });
         Ok(())
+    }
+}
+
+/// One item's source of standard normal `f32` draws (ChaCha8 + Ziggurat).
+pub(crate) struct Normals<'a>(&'a mut ChaCha8Rng);
+
+impl Normals<'_> {
+    /// The next draw of the item's stream.
+    #[inline(always)]
+    pub(crate) fn next(&mut self) -> f32 {
+        self.0.sample(StandardNormal)
     }
 }

@@ -1,8 +1,10 @@
 //! Predictor-corrector step for VE score models (score SDE / DLSM's sampler).
 
-use ndarray::{ArrayView4, Axis, Zip};
+use ndarray::parallel::prelude::*;
+use ndarray::{Array4, Axis, Zip};
 
-use super::{draw, Model, StepOutput};
+use super::kernel::{check_like, noisy_pass};
+use super::{Model, SamplerState};
 use crate::core::noise::NoiseStreams;
 use crate::schedule::GridPoint;
 use crate::Result;
@@ -21,61 +23,68 @@ use crate::Result;
 /// Each corrector step is a Markov step towards the whole marginal `p_σ`: on data whose
 /// score is small next to `1/σ` its step `ε` does not shrink with σ, and a run from `t`
 /// forgets `x0` (see [`Sampler::PredictorCorrector`](super::Sampler::PredictorCorrector)).
+///
+/// Overwrites `x` and returns the last `x̂0`. The corrector's step size needs `‖z_i‖`
+/// before `z_i` is used, so it draws an item's noise into a buffer kept in `state` (reused
+/// across steps), then updates the item while it is still in cache; the predictor is one
+/// pass.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn step(
     snr: f64,
     corrector_steps: usize,
     model: &mut Model<'_>,
-    x: ArrayView4<'_, f32>,
+    x: &mut Array4<f32>,
     from: &GridPoint,
     to: Option<&GridPoint>,
     noise: &mut NoiseStreams,
-) -> Result<StepOutput> {
+    state: &mut SamplerState,
+) -> Result<Array4<f32>> {
     let sigma = from.level.sigma;
     let score_scale = (-1.0 / sigma) as f32;
-    let mut x = x.to_owned();
     for _ in 0..corrector_steps {
         let pred = model(x.view(), from)?;
-        let z = draw(noise, &x)?;
-        let steps: Vec<f32> = pred
-            .eps
-            .axis_iter(Axis(0))
-            .zip(z.axis_iter(Axis(0)))
-            .map(|(e, z)| {
-                let g = (e.iter().map(|&v| (v * score_scale) as f64).map(|v| v * v).sum::<f64>()).sqrt();
-                let n = (z.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sqrt();
-                if g > 0.0 {
-                    (2.0 * (snr * n / g).powi(2)) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        for (((mut xi, ei), zi), &step) in x
+        check_like(&pred.eps, x, "the predicted noise")?;
+        let z = state.scratch_like(x);
+        let items = x
             .axis_iter_mut(Axis(0))
-            .zip(pred.eps.axis_iter(Axis(0)))
-            .zip(z.axis_iter(Axis(0)))
-            .zip(&steps)
-        {
+            .into_par_iter()
+            .zip(z.axis_iter_mut(Axis(0)).into_par_iter());
+        noise.par_items(items, |i, (mut xi, mut zi), normals| {
+            let ei = pred.eps.index_axis(Axis(0), i);
+            let (mut g, mut n) = (0.0f64, 0.0f64);
+            // Logical order, as `fill_normal` draws and as the norms were always summed.
+            for (z, &e) in zi.iter_mut().zip(ei.iter()) {
+                *z = normals.next();
+                let s = (e * score_scale) as f64;
+                g += s * s;
+                n += (*z as f64) * (*z as f64);
+            }
+            let (g, n) = (g.sqrt(), n.sqrt());
+            let step = if g > 0.0 {
+                (2.0 * (snr * n / g).powi(2)) as f32
+            } else {
+                0.0
+            };
             let ns = (2.0 * step).sqrt();
-            Zip::from(&mut xi)
-                .and(&ei)
-                .and(&zi)
-                .par_for_each(|x, &e, &z| *x += step * score_scale * e + ns * z);
-        }
+            for ((x, &e), &z) in xi.iter_mut().zip(ei.iter()).zip(zi.iter()) {
+                *x += step * score_scale * e + ns * z;
+            }
+        })?;
     }
     let pred = model(x.view(), from)?;
+    check_like(&pred.eps, x, "the predicted noise")?;
     let sigma_next = to.map_or(0.0, |p| p.level.sigma);
     let g2 = (sigma * sigma - sigma_next * sigma_next) as f32;
-    Zip::from(&mut x)
-        .and(&pred.eps)
-        .par_for_each(|x, &e| *x += g2 * score_scale * e);
     if to.is_some() {
-        let z = draw(noise, &x)?;
         let g = g2.sqrt();
-        Zip::from(&mut x).and(&z).par_for_each(|x, &z| *x += g * z);
+        noisy_pass(noise, x, pred.eps.view(), pred.eps.view(), |x, e, _, z| {
+            let mean = x + g2 * score_scale * e;
+            mean + g * z
+        })?;
+    } else {
+        Zip::from(x)
+            .and(&pred.eps)
+            .par_for_each(|x, &e| *x += g2 * score_scale * e);
     }
-    Ok(StepOutput {
-        prev_sample: x,
-        pred_x0: pred.x0,
-    })
+    Ok(pred.x0)
 }

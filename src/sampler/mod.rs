@@ -17,6 +17,7 @@
 mod ancestral;
 mod ddim;
 mod euler;
+mod kernel;
 mod langevin;
 mod multistep;
 mod spacing;
@@ -94,12 +95,26 @@ pub enum Sampler {
     DpmSolverPp2M,
 }
 
-/// Per-run memory of multistep samplers (PNDM's past `ε̂`, DPM-Solver's last `x̂0`). Start
-/// each run with a fresh `SamplerState::default()`.
+/// Per-run memory of multistep samplers (PNDM's past `ε̂`, DPM-Solver's last `x̂0`) and the
+/// buffers a step rule reuses from step to step. Start each run with a fresh
+/// `SamplerState::default()`.
 #[derive(Debug, Clone, Default)]
 pub struct SamplerState {
     history: Vec<Array4<f32>>,
     last_lambda: Option<f64>,
+    /// Work space shaped like the sample (the corrector's noise, PNDM's first end point).
+    scratch: Option<Array4<f32>>,
+}
+
+impl SamplerState {
+    /// The scratch buffer, shaped like `x` (allocated on first use, then reused).
+    fn scratch_like(&mut self, x: &Array4<f32>) -> &mut Array4<f32> {
+        let buf = self.scratch.get_or_insert_with(|| Array4::zeros(x.raw_dim()));
+        if buf.dim() != x.dim() {
+            *buf = Array4::zeros(x.raw_dim());
+        }
+        buf
+    }
 }
 
 impl Default for Sampler {
@@ -219,6 +234,9 @@ impl Sampler {
     /// One reverse step from `from` to `to` (`None`: to the clean data, no noise added).
     /// `model` is called once, `1 + corrector_steps` times (predictor-corrector) or twice
     /// (PNDM's first step). `state` carries multistep history between the steps of one run.
+    ///
+    /// This copies `x` into the new sample; [`step_in_place`](Sampler::step_in_place) is the
+    /// same step without the copy.
     pub fn step(
         &self,
         model: &mut Model<'_>,
@@ -228,25 +246,44 @@ impl Sampler {
         noise: &mut NoiseStreams,
         state: &mut SamplerState,
     ) -> Result<StepOutput> {
+        let mut prev_sample = x.to_owned();
+        let pred_x0 = self.step_in_place(model, &mut prev_sample, from, to, noise, state)?;
+        Ok(StepOutput { prev_sample, pred_x0 })
+    }
+
+    /// [`step`](Sampler::step) that overwrites `x` (the sample at `from`) with the sample at
+    /// `to` and returns the `x̂0` predicted at `from`. The step's arithmetic is one pass over
+    /// the arrays, its noise drawn during that pass, and it allocates nothing of its own
+    /// (buffers that a rule needs live in `state`); the model's output is the model's.
+    /// After an error `x` may hold a partly updated sample.
+    pub fn step_in_place(
+        &self,
+        model: &mut Model<'_>,
+        x: &mut Array4<f32>,
+        from: &GridPoint,
+        to: Option<&GridPoint>,
+        noise: &mut NoiseStreams,
+        state: &mut SamplerState,
+    ) -> Result<Array4<f32>> {
         match *self {
             Sampler::Ddpm { variance } => {
-                let pred = model(x, from)?;
+                let pred = model(x.view(), from)?;
                 ancestral::step(variance, x, pred, from, to, noise)
             }
             Sampler::Ddim { eta } => {
-                let pred = model(x, from)?;
-                ddim::step(eta, pred, from, to, noise)
+                let pred = model(x.view(), from)?;
+                ddim::step(eta, x, pred, from, to, noise)
             }
             Sampler::PredictorCorrector { snr, corrector_steps } => {
-                langevin::step(snr, corrector_steps, model, x, from, to, noise)
+                langevin::step(snr, corrector_steps, model, x, from, to, noise, state)
             }
-            Sampler::Pndm => multistep::pndm(model, x, from, to, &mut state.history),
+            Sampler::Pndm => multistep::pndm(model, x, from, to, state),
             Sampler::DpmSolverPp2M => {
-                let pred = model(x, from)?;
+                let pred = model(x.view(), from)?;
                 multistep::dpm_solver_pp_2m(x, pred, from, to, state)
             }
             Sampler::Euler | Sampler::EulerAncestral => {
-                let pred = model(x, from)?;
+                let pred = model(x.view(), from)?;
                 euler::step(*self == Sampler::EulerAncestral, x, pred, from, to, noise)
             }
         }
@@ -278,20 +315,20 @@ impl Sampler {
     ) -> Result<StepOutput> {
         let mut pred_x0 = None;
         let mut state = SamplerState::default();
+        // The sample is updated in place: one buffer for the whole run.
         for (i, from) in grid.iter().enumerate() {
             let to = grid.get(i + 1).or(terminal);
-            let out = self.step(model, x.view(), from, to, noise, &mut state)?;
+            let x0 = self.step_in_place(model, &mut x, from, to, noise, &mut state)?;
             if let Some(cb) = callback.as_mut() {
                 cb(&StepInfo {
                     index: i,
                     total: grid.len(),
                     from: *from,
-                    sample: out.prev_sample.view(),
-                    pred_x0: out.pred_x0.view(),
+                    sample: x.view(),
+                    pred_x0: x0.view(),
                 });
             }
-            x = out.prev_sample;
-            pred_x0 = Some(out.pred_x0);
+            pred_x0 = Some(x0);
         }
         let pred_x0 = pred_x0.ok_or_else(|| Error::InvalidInput("the reverse grid is empty".into()))?;
         Ok(StepOutput {
@@ -299,10 +336,4 @@ impl Sampler {
             pred_x0,
         })
     }
-}
-
-/// Draw noise shaped like `like` from the per-item streams.
-pub(crate) fn draw(noise: &mut NoiseStreams, like: &Array4<f32>) -> Result<Array4<f32>> {
-    let (_, c, h, w) = like.dim();
-    noise.normal((c, h, w))
 }

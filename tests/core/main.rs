@@ -18,6 +18,7 @@ mod cli_anonymize;
 mod cli_commands;
 mod determinism;
 mod fastdpm_schedules;
+mod fused_steps;
 mod guidance;
 mod hostile_checkpoints;
 mod hostile_paths;
