@@ -31,6 +31,14 @@ debug = false
 
 [workspace]
 TOML
+# The newest crates really are other versions than the re-exported ones, and both coexist.
+cat > "$dir/src/main.rs" <<'RS'
+fn main() {
+    let theirs = ndarray::Array1::<f32>::zeros(3);
+    let ours = boomerang::ndarray::Array1::<f32>::zeros(3);
+    assert_eq!(theirs.len(), ours.len());
+}
+RS
 # Start from the repository's lock file (the same versions of everything else), then add
 # the newest releases of the crates a user is likely to add beside this one.
 cp "$repo/Cargo.lock" "$dir/Cargo.lock"
@@ -49,14 +57,6 @@ awk -v dir="$dir" '
   }' "$repo/README.md"
 test -f "$dir/build.rs" || { echo "the README has no build.rs block"; exit 1; }
 ls "$dir"/examples/readme_*.rs >/dev/null
-# The newest crates really are other versions than the re-exported ones, and both coexist.
-cat > "$dir/src/main.rs" <<'RS'
-fn main() {
-    let theirs = ndarray::Array1::<f32>::zeros(3);
-    let ours = boomerang::ndarray::Array1::<f32>::zeros(3);
-    assert_eq!(theirs.len(), ours.len());
-}
-RS
 cd "$dir"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 cargo build --quiet --examples --bins
