@@ -153,8 +153,8 @@ fn target_size(path: &Path, (h, w): (usize, usize), model: &ModelInput, policy: 
             format!("the model takes sides that are multiples of {m}")
         };
         return Err(Error::Shape(format!(
-            "{}: the image is {h}×{w} but {why} (resize it, or let the tool resize with \
-             the resize policy)",
+            "{}: the image is {h}×{w} but {why} (resize it, or let it be resized: \
+             SizePolicy::Resize, --resize on the command line)",
             path.display()
         )));
     }

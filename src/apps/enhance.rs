@@ -153,7 +153,8 @@ pub fn target_size(
         (None, Some(s)) => scaled(input, s),
         (None, None) => Err(Error::param(
             "scale",
-            "this model takes any size: give a scale factor or a target size",
+            "this model takes any size, so the output size must come from a scale factor \
+             (EnhanceJob::scale; --scale on the command line)",
         )),
     }
 }

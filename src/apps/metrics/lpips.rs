@@ -7,6 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{load_state_dict, StateDict, TensorData};
 use crate::core::denoiser::DataRange;
+use crate::models::crossing::{array_to_tensor, slice_to_tensor, tensor_to_vec};
 use crate::{Error, Result};
 
 /// AlexNet's feature convolutions: (torchvision index, out, in, kernel, stride, padding).
@@ -71,7 +72,7 @@ fn tensor_of(sd: &StateDict, names: &[String], shape: &[i64], device: Device, pa
         ));
     }
     let values = t.to_f32_vec()?;
-    Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?.f_to_device(device)?)
+    slice_to_tensor(&values, &want, device, Kind::Float)
 }
 
 impl Lpips {
@@ -96,12 +97,8 @@ impl Lpips {
             let names = vec![format!("lin{i}.model.1.weight"), format!("lins.{i}.model.1.weight")];
             lins.push(tensor_of(sd, &names, &[1, ch, 1, 1], device, src)?);
         }
-        let shift = Tensor::f_from_slice(&SHIFT)?
-            .f_reshape([1, 3, 1, 1])?
-            .f_to_device(device)?;
-        let scale = Tensor::f_from_slice(&SCALE)?
-            .f_reshape([1, 3, 1, 1])?
-            .f_to_device(device)?;
+        let shift = slice_to_tensor(&SHIFT, &[1, 3, 1, 1], device, Kind::Float)?;
+        let scale = slice_to_tensor(&SCALE, &[1, 3, 1, 1], device, Kind::Float)?;
         Ok(Self {
             convs,
             lins,
@@ -143,14 +140,7 @@ impl Lpips {
     }
 
     fn to_tensor(&self, x: ArrayView4<'_, f32>) -> Result<Tensor> {
-        let (n, c, h, w) = x.dim();
-        let std = x.as_standard_layout();
-        let slice = std
-            .as_slice()
-            .ok_or_else(|| Error::Shape("LPIPS: input is not contiguous".into()))?;
-        Ok(Tensor::f_from_slice(slice)?
-            .f_reshape([n as i64, c as i64, h as i64, w as i64])?
-            .f_to_device(self.device)?)
+        array_to_tensor(x, self.device, Kind::Float)
     }
 
     fn features(&self, x: &Tensor) -> Result<Vec<Tensor>> {
@@ -214,7 +204,7 @@ impl Lpips {
                 .f_mean_dim([2i64, 3].as_slice(), false, Kind::Float)?
                 .f_reshape([n as i64])?
                 .f_to_device(Device::Cpu)?;
-            layers.push(Vec::<f32>::try_from(&v)?);
+            layers.push(tensor_to_vec(&v)?);
         }
         Ok((0..n)
             .map(|i| {

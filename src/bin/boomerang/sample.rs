@@ -71,7 +71,7 @@ pub fn sample(a: SampleArgs, quiet: bool) -> Result<(), CliError> {
     work.finish();
     if !quiet {
         say!(
-            "wrote {} samples of {} image(s) at t = {} to {}",
+            "wrote {} sample(s) of {} image(s) at t = {} to {}",
             report.written,
             report.images,
             times.iter().map(|&t| format_time(t)).collect::<Vec<_>>().join(", "),
