@@ -477,7 +477,7 @@ fn progress_moves_with_every_reverse_step() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        total % 4 == 0 && (45 * 4..=55 * 4).contains(&total),
+        total.is_multiple_of(4) && (45 * 4..=55 * 4).contains(&total),
         "{total} image-steps:\n{text}"
     );
     let mid_batch = lines
