@@ -22,6 +22,7 @@ mod guidance;
 mod hostile_checkpoints;
 mod hostile_paths;
 mod image_io;
+mod labels;
 mod pc_locality;
 mod predictor_corrector;
 mod registry;
