@@ -1,10 +1,14 @@
-//! Text on pictures: the built-in font and labelled grids.
+//! Text on pictures: the built-in font, labelled grids, and the labels of `sample --grid`.
 
-use boomerang::image_io::grid;
+use boomerang::analytic::GaussianDenoiser;
+use boomerang::apps::sample::SampleJob;
+use boomerang::image_io::{self, grid, ColorMode};
 use boomerang::labels::{
     draw_text, has_glyph, labelled_grid, render_text, text_size, Caption, GridLabels, GLYPH_ADVANCE, GLYPH_HEIGHT,
     MAX_LABEL_CHARS, MAX_SCALE,
 };
+use boomerang::schedule::DiscreteSchedule;
+use boomerang::{Boomerang, DataRange, Spacing, TimeSpec};
 use ndarray::{s, Array3, Array4, ArrayView3};
 
 const INK: f32 = 1.0;
@@ -198,4 +202,58 @@ fn labels_that_do_not_fit_the_grid_are_refused() {
         assert!(labelled_grid(b.view(), 2, 1, PAPER, labels).is_err(), "{labels:?}");
     }
     assert!(labelled_grid(b.view(), 0, 1, PAPER, &GridLabels::rows(["a"], INK)).is_err());
+}
+
+#[test]
+fn sample_grid_pictures_carry_row_labels_and_column_captions() {
+    let dir = std::env::temp_dir().join(format!("boomerang-labels-sample-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let (h, w, k) = (16, 16, 2);
+    image_io::save_image(
+        dir.join("in/a.png"),
+        batch(1, h, w).slice(s![0, .., .., ..]),
+        DataRange::MinusOneToOne,
+    )
+    .unwrap();
+    let runner = Boomerang::builder(
+        GaussianDenoiser::new(0.0, 0.5).unwrap(),
+        DiscreteSchedule::linear(1000, 1e-4, 0.02).unwrap(),
+    )
+    .spacing(Spacing::Uniform(10))
+    .build()
+    .unwrap();
+    let t = vec![TimeSpec::fraction(0.2), TimeSpec::Step(600)];
+    let mut job = SampleJob::new(vec![dir.join("in")], dir.join("out"), t);
+    job.samples = k;
+    job.grid = true;
+    let report = job.run(&runner, &mut |_, _| {}).unwrap();
+    assert_eq!(report.grids, 1);
+    let pic = image_io::load_image(dir.join("out/a_grid.png"), ColorMode::Rgb, DataRange::MinusOneToOne).unwrap();
+    let pic = pic.slice(s![0, .., .., ..]).to_owned();
+
+    let pad = 2;
+    let (plain_h, plain_w) = (2 * (h + pad) + pad, (k + 1) * (w + pad) + pad);
+    // The margin fits the widest row label, "t=600"; the header strip one line of text.
+    let margin = text_size("t=600", 1).unwrap().1 + pad;
+    let strip = GLYPH_HEIGHT + pad;
+    assert_eq!(pic.dim(), (3usize, plain_h + strip, plain_w + margin));
+    // The images sit where the unlabelled grid puts them, shifted by the margin and strip:
+    // the input first in each row.
+    let input = image_io::load_image(dir.join("in/a.png"), ColorMode::Rgb, DataRange::MinusOneToOne).unwrap();
+    for r in 0..2 {
+        let y = pad + strip + r * (h + pad);
+        let x = margin + pad;
+        assert_eq!(
+            pic.slice(s![.., y..y + h, x..x + w]),
+            input.slice(s![0, .., .., ..]),
+            "row {r}"
+        );
+        assert!(inked(pic.slice(s![.., y..y + h, ..margin])) > 0, "row label {r}");
+    }
+    assert!(
+        inked(pic.slice(s![.., pad..pad + GLYPH_HEIGHT, margin..])) > 0,
+        "captions"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
