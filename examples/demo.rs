@@ -24,6 +24,9 @@ use boomerang::{Boomerang, DataRange, NoiseStreams, Sampler, Spacing, TimeSpec};
 use ndarray::{concatenate, s, Array4, ArrayView3, Axis};
 use rand::SeedableRng;
 
+/// One point of the distance plot: (t, mean RMSE, mean SSIM) of the samples to the input.
+type Point = (f64, f64, f64);
+
 const SIZE: usize = 32;
 /// Samples per t.
 const K: usize = 4;
@@ -50,8 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Local samples against t.
     let batch = input.broadcast((K, 3, SIZE, SIZE)).ok_or("broadcast")?.to_owned();
     let mut rows = Vec::new();
-    // (t, RMSE, SSIM) for the plot.
-    let mut points = Vec::new();
+    let mut points: Vec<Point> = Vec::new();
     let mut csv = String::from("t,steps,rmse_to_input,ssim_to_input,same_kind,fit_rmse,members\n");
     println!("Boomerang with the default model (shapes32, DDPM sampler over 250 of 1000 steps), {K} samples per t:");
     println!(
@@ -175,7 +177,7 @@ fn fit_summary(family: &Shapes, fits: &[FitReport]) -> (f32, usize) {
 
 /// A line plot of the mean RMSE (left axis) and SSIM (right axis) of the samples to their
 /// input against t, as a standalone SVG document.
-fn distances_svg(points: &[(f64, f64, f64)]) -> String {
+fn distances_svg(points: &[Point]) -> String {
     let (width, height) = (640.0, 420.0);
     let (left, right, top, bottom) = (70.0, 570.0, 80.0, 360.0);
     // Five intervals on both axes, so that their grid lines coincide.
@@ -235,7 +237,7 @@ fn distances_svg(points: &[(f64, f64, f64)]) -> String {
         mid = (top + bottom) / 2.0,
     );
     // The two series: RMSE (solid, circles), SSIM (dashed, squares).
-    let line = |f: &dyn Fn(&(f64, f64, f64)) -> (f64, f64)| {
+    let line = |f: &dyn Fn(&Point) -> (f64, f64)| {
         points
             .iter()
             .map(|p| {
@@ -245,8 +247,8 @@ fn distances_svg(points: &[(f64, f64, f64)]) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let rmse_xy = |p: &(f64, f64, f64)| (x(p.0), y_rmse(p.1));
-    let ssim_xy = |p: &(f64, f64, f64)| (x(p.0), y_ssim(p.2));
+    let rmse_xy = |p: &Point| (x(p.0), y_rmse(p.1));
+    let ssim_xy = |p: &Point| (x(p.0), y_ssim(p.2));
     svg += &format!(
         "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f5fa8\" stroke-width=\"2\"/>\n\
          <polyline points=\"{}\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\" \
