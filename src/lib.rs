@@ -33,7 +33,8 @@
 //! - [`NoiseStreams`]: one ChaCha8 stream per batch item, so results never depend on batch
 //!   size, order or thread count;
 //! - [`analytic`]: exact denoisers (Gaussian data, empirical datasets) as test oracles;
-//! - [`image_io`]: images <-> arrays, resizing;
+//! - [`image_io`]: images <-> arrays, resizing; [`labels`]: text on pictures (a built-in
+//!   bitmap font, grids with row labels and column captions);
 //! - [`shapes`]: a procedural image family (the default model's data) with a membership test;
 //! - [`checkpoint`]: safetensors and PyTorch checkpoints read in pure Rust, never executing
 //!   pickled code;
@@ -77,6 +78,7 @@ pub mod checkpoint;
 pub mod core;
 mod error;
 pub mod image_io;
+pub mod labels;
 pub mod models;
 pub mod sampler;
 pub mod schedule;

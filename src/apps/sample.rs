@@ -1,7 +1,8 @@
 //! Local samples of images named on a command line: `k` Boomerang samples of each input at
 //! each of several `t`, written as `OUT/<name>_t<T>_s<J>.png` (and, optionally, one picture
-//! per input, `OUT/<name>_grid.png`: a row per `t`, the input first), with the mean distance
-//! of the samples to their input per `t`.
+//! per input, `OUT/<name>_grid.png`: a row per `t`, the input first, each row labelled
+//! `t=<T>` and the columns `input` and `samples`), with the mean distance of the samples to
+//! their input per `t`.
 //!
 //! The job runs in the order every job here does: inputs ([`collect_inputs`], which keeps
 //! outputs out of the inputs) → planned output names (collisions refused) → checks (image
@@ -47,7 +48,8 @@ use crate::apps::limits::{check_batch_size, check_count, MAX_COPIES, MAX_T_VALUE
 use crate::apps::metrics::distances;
 use crate::apps::paths::{OutputPlan, OutputState, OutputTree, RelPath};
 use crate::core::pipeline::Pipeline;
-use crate::image_io::{encode_image, grid, read_header, ImageLimits};
+use crate::image_io::{encode_image, read_header, ImageLimits};
+use crate::labels::{labelled_grid, Caption, GridLabels, MAX_SCALE};
 use crate::schedule::TimeSpec;
 use crate::{Error, Result};
 
@@ -66,7 +68,8 @@ pub struct SampleJob {
     pub t: Vec<TimeSpec>,
     /// Samples per image and `t`, `1..=`[`MAX_COPIES`].
     pub samples: usize,
-    /// Also write one picture per input: a row per `t`, the input first. Its size must fit
+    /// Also write one picture per input: a row per `t`, the input first, with a label per
+    /// row (`t=<T>`) and a caption per column (`input`, `samples`). Its size must fit
     /// [`ImageLimits`].
     pub grid: bool,
     /// Images of a size other than the model's.
@@ -120,6 +123,15 @@ pub fn grid_name(rel: &RelPath) -> Result<RelPath> {
 }
 
 impl SampleJob {
+    /// The labels of the grid picture of images `height` pixels tall: white text, one font
+    /// pixel per 64 image pixels (at least 1).
+    fn grid_labels(&self, height: usize, range: crate::DataRange) -> GridLabels {
+        let rows = self.t.iter().map(|&t| format!("t={}", format_time(t)));
+        GridLabels::rows(rows, range.bounds().1)
+            .with_header(0, vec![Caption::new("input", 1), Caption::new("samples", self.samples)])
+            .with_scale((height / 64).clamp(1, MAX_SCALE))
+    }
+
     /// 4 samples per image and `t`, no grid, wrong sizes refused, no overwriting, seed 0,
     /// batches of 8, the default [`ImageLimits`].
     pub fn new(inputs: Vec<PathBuf>, output: impl Into<PathBuf>, t: Vec<TimeSpec>) -> Self {
@@ -202,13 +214,17 @@ impl SampleJob {
                 load_for_model_with(&i.path, &model, self.size_policy, &self.limits)?;
             }
             if self.grid {
-                let pad = GRID_PAD as u64;
-                let cols = self.samples as u64 + 1;
-                let rows = self.t.len() as u64;
+                let (gh, gw) = self.grid_labels(th as usize, model.range).picture_size(
+                    self.t.len() * (self.samples + 1),
+                    th as usize,
+                    tw as usize,
+                    self.samples + 1,
+                    GRID_PAD,
+                )?;
                 self.limits.check(
                     &format!("the grid picture of {}", i.path.display()),
-                    cols * (tw + pad) + pad,
-                    rows * (th + pad) + pad,
+                    gw as u64,
+                    gh as u64,
                 )?;
             }
         }
@@ -286,7 +302,8 @@ impl SampleJob {
                 let views: Vec<ArrayView3<'_, f32>> = rows.iter().map(|r| r.view()).collect();
                 let batch = stack(&views)?;
                 let (lo, _) = model.range.bounds();
-                let picture = grid(batch.view(), self.samples + 1, GRID_PAD, lo)?;
+                let labels = self.grid_labels(batch.dim().2, model.range);
+                let picture = labelled_grid(batch.view(), self.samples + 1, GRID_PAD, lo, &labels)?;
                 let bytes = encode_image(picture.view(), model.range, image::ImageFormat::Png)?;
                 tree.write(&grid_name(&i.rel)?, &bytes)?;
                 report.grids += 1;

@@ -148,8 +148,7 @@ pub enum ClassLabels {
     None,
     /// Fixed labels: one for all images, or one per image of a batch.
     Fixed(Vec<i64>),
-    /// A label per image given with each call
-    /// ([`Pipeline::sample_conditioned`](crate::core::pipeline::Pipeline::sample_conditioned)),
+    /// A label per image given with each call ([`Pipeline::sample_conditioned`]),
     /// e.g. the class folder of each image of a dataset
     /// ([`FolderClasses`](crate::apps::classes::FolderClasses)).
     PerImage,

@@ -23,6 +23,7 @@ mod guidance;
 mod hostile_checkpoints;
 mod hostile_paths;
 mod image_io;
+mod labels;
 mod pc_locality;
 mod predictor_corrector;
 mod registry;
