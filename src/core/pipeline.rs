@@ -199,86 +199,52 @@ impl<D: Denoiser, C: Codec> Pipeline for Boomerang<D, C> {
     }
 }
 
-impl<S: Pipeline + ?Sized> Pipeline for &S {
-    fn input(&self) -> ModelInput {
-        (**self).input()
-    }
-    fn start_time(&self, t: TimeSpec) -> Result<f64> {
-        (**self).start_time(t)
-    }
-    fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
-        (**self).sample(images, t, noise)
-    }
-    fn sample_items(
-        &self,
-        images: ArrayView4<'_, f32>,
-        ts: &[TimeSpec],
-        noise: &mut NoiseStreams,
-    ) -> Result<Array4<f32>> {
-        (**self).sample_items(images, ts, noise)
-    }
-    fn sample_conditioned(
-        &self,
-        images: ArrayView4<'_, f32>,
-        ts: &[TimeSpec],
-        condition: &Condition,
-        noise: &mut NoiseStreams,
-    ) -> Result<Array4<f32>> {
-        (**self).sample_conditioned(images, ts, condition, noise)
-    }
-    fn steps(&self, t: TimeSpec) -> Result<usize> {
-        (**self).steps(t)
-    }
-    fn sample_observed(
-        &self,
-        images: ArrayView4<'_, f32>,
-        ts: &[TimeSpec],
-        condition: &Condition,
-        noise: &mut NoiseStreams,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<Array4<f32>> {
-        (**self).sample_observed(images, ts, condition, noise, on_step)
-    }
+/// `&P` and `Box<P>` are pipelines too, forwarding every method (the defaults included,
+/// so that an override of the inner pipeline is never lost).
+macro_rules! forward_pipeline {
+    ($($ty:ty),*) => {$(
+        impl<S: Pipeline + ?Sized> Pipeline for $ty {
+            fn input(&self) -> ModelInput {
+                (**self).input()
+            }
+            fn start_time(&self, t: TimeSpec) -> Result<f64> {
+                (**self).start_time(t)
+            }
+            fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
+                (**self).sample(images, t, noise)
+            }
+            fn sample_items(
+                &self,
+                images: ArrayView4<'_, f32>,
+                ts: &[TimeSpec],
+                noise: &mut NoiseStreams,
+            ) -> Result<Array4<f32>> {
+                (**self).sample_items(images, ts, noise)
+            }
+            fn sample_conditioned(
+                &self,
+                images: ArrayView4<'_, f32>,
+                ts: &[TimeSpec],
+                condition: &Condition,
+                noise: &mut NoiseStreams,
+            ) -> Result<Array4<f32>> {
+                (**self).sample_conditioned(images, ts, condition, noise)
+            }
+            fn steps(&self, t: TimeSpec) -> Result<usize> {
+                (**self).steps(t)
+            }
+            fn sample_observed(
+                &self,
+                images: ArrayView4<'_, f32>,
+                ts: &[TimeSpec],
+                condition: &Condition,
+                noise: &mut NoiseStreams,
+                on_step: &mut dyn FnMut(usize),
+            ) -> Result<Array4<f32>> {
+                (**self).sample_observed(images, ts, condition, noise, on_step)
+            }
+        }
+    )*};
 }
 
-impl<S: Pipeline + ?Sized> Pipeline for Box<S> {
-    fn input(&self) -> ModelInput {
-        (**self).input()
-    }
-    fn start_time(&self, t: TimeSpec) -> Result<f64> {
-        (**self).start_time(t)
-    }
-    fn sample(&self, images: ArrayView4<'_, f32>, t: TimeSpec, noise: &mut NoiseStreams) -> Result<Array4<f32>> {
-        (**self).sample(images, t, noise)
-    }
-    fn sample_items(
-        &self,
-        images: ArrayView4<'_, f32>,
-        ts: &[TimeSpec],
-        noise: &mut NoiseStreams,
-    ) -> Result<Array4<f32>> {
-        (**self).sample_items(images, ts, noise)
-    }
-    fn sample_conditioned(
-        &self,
-        images: ArrayView4<'_, f32>,
-        ts: &[TimeSpec],
-        condition: &Condition,
-        noise: &mut NoiseStreams,
-    ) -> Result<Array4<f32>> {
-        (**self).sample_conditioned(images, ts, condition, noise)
-    }
-    fn steps(&self, t: TimeSpec) -> Result<usize> {
-        (**self).steps(t)
-    }
-    fn sample_observed(
-        &self,
-        images: ArrayView4<'_, f32>,
-        ts: &[TimeSpec],
-        condition: &Condition,
-        noise: &mut NoiseStreams,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<Array4<f32>> {
-        (**self).sample_observed(images, ts, condition, noise, on_step)
-    }
-}
+forward_pipeline!(&S, Box<S>);
