@@ -61,7 +61,7 @@ cd "$dir"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 cargo build --quiet --examples --bins
 echo "downstream: $(ls examples | wc -l) README examples compile; versions beside it:"
-cargo tree --quiet --depth 1 -e normal | grep -E '^(├|└)── (ndarray|rand|rand_chacha) ' || true
+cargo tree --quiet --depth 1 -e normal --charset ascii | grep -E -- '-- (ndarray|rand|rand_chacha) v' || true
 # The README's library example runs, finding libtorch through the rpath of its build.rs.
 env -u LD_LIBRARY_PATH "$CARGO_TARGET_DIR/debug/examples/readme_1"
 echo "downstream: the README's first example runs without LD_LIBRARY_PATH"
