@@ -148,3 +148,85 @@ fn info_sample_and_errors_with_ddpm_files() {
         2,
     );
 }
+
+#[test]
+fn bare_checkpoints_run_with_a_config_file_and_fastdpm_grids() {
+    let root = scratch("ddpm-config");
+    let input = root.join("in");
+    make_dataset(&input, &["a"], 1, 16);
+    let config = fixture("tiny3_diffusers/config.json");
+    let sample = |model: &str, extra: &[&str], out: &std::path::Path| {
+        let mut v = vec!["sample", "--model", model, "--t", "0.3", "-k", "2", "-q", "-o", s(out)];
+        v.extend_from_slice(extra);
+        v.push(s(&input));
+        run_ok(&v, &[]);
+        images(out)
+    };
+    // A bare original-naming checkpoint with `--config`, and the same file under another
+    // name in a folder with the config beside it: the same model, the same bytes.
+    let with_flag = sample(
+        &fixture("tiny3.ckpt"),
+        &["--config", &config, "--steps", "10"],
+        &root.join("flag"),
+    );
+    assert_eq!(with_flag.len(), 2);
+    let folder = root.join("bare");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(fixture("tiny3.ckpt"), folder.join("model-790000.ckpt")).unwrap();
+    std::fs::copy(&config, folder.join("config.json")).unwrap();
+    let beside = sample(s(&folder), &["--steps", "10"], &root.join("beside"));
+    assert_eq!(with_flag, beside);
+    // FastDPM's STEP and VAR grids (the DDPM UNet takes float steps, so VAR runs too).
+    for grid in [
+        "step-linear:10",
+        "step-quadratic:10",
+        "var-linear:10",
+        "var-quadratic:10",
+    ] {
+        let out = root.join(grid.replace(':', "-"));
+        let got = sample(s(&folder), &["--steps", grid, "--sampler", "ddim"], &out);
+        assert_eq!(got.len(), 2, "{grid}");
+        assert_ne!(got, with_flag, "{grid} gave the 10-step uniform grid's samples");
+    }
+    // A grid that is not one, and a config that does not fit the weights.
+    let err = run_fails(
+        &[
+            "sample",
+            "--model",
+            s(&folder),
+            "--t",
+            "0.3",
+            "--steps",
+            "step-cubic:10",
+            "-o",
+            s(&root.join("x")),
+            s(&input),
+        ],
+        &[],
+        2,
+    );
+    assert!(err.contains("step-linear"), "{err}");
+    let wrong = root.join("wrong.json");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(fixture("tiny2_diffusers/config.json")).unwrap(),
+    )
+    .unwrap();
+    let err = run_fails(
+        &[
+            "sample",
+            "--model",
+            &fixture("tiny3.ckpt"),
+            "--config",
+            s(&wrong),
+            "--t",
+            "0.3",
+            "-o",
+            s(&root.join("y")),
+            s(&input),
+        ],
+        &[],
+        2,
+    );
+    assert!(err.to_lowercase().contains("shape") || err.contains("missing"), "{err}");
+}
