@@ -3,21 +3,22 @@
 
 use std::path::{Path, PathBuf};
 
-use boomerang::checkpoint::{printable, Checkpoint, Format, Select, StateDict};
+use boomerang::checkpoint::{inspect, printable, Format, Select, TensorInfo};
 use boomerang::models::registry;
 use boomerang::models::Family;
 use clap::Args;
 
 use crate::CliError;
 
-/// One checkpoint file, read.
+/// One checkpoint file, inspected: its header or pickle structure only, never its tensor
+/// data (a multi-gigabyte file is listed without reading it).
 pub struct FileInfo {
     /// The file.
     pub path: PathBuf,
     /// Its container.
     pub format: Option<Format>,
-    /// Its weights, if they could be picked.
-    pub state: Result<StateDict, String>,
+    /// Its weights' names, dtypes and shapes (sorted by name), if they could be picked.
+    pub state: Result<Vec<(String, TensorInfo)>, String>,
     /// What they are.
     pub family: Family,
 }
@@ -35,21 +36,27 @@ pub struct Detected {
 use boomerang::checkpoint::diffusers::WEIGHT_EXTENSIONS;
 
 fn read_file(path: &Path, select: &Select<'_>) -> FileInfo {
-    match Checkpoint::open(path) {
-        Ok(ckpt) => {
-            let state = ckpt.state_dict(select).map_err(|e| e.to_string());
+    match inspect(path) {
+        Ok(inventory) => {
+            let state = inventory
+                .select(select)
+                .map(|mut v| {
+                    v.sort_by(|a, b| a.0.cmp(&b.0));
+                    v
+                })
+                .map_err(|e| e.to_string());
             // The registry's rules see the file as the loaders do (a training container's
             // model dict); the selected weights' names are the fallback.
             let family = match registry::detect(path) {
                 Ok(found) if found.family != Family::Unknown => found.family,
                 _ => state
                     .as_ref()
-                    .map(|sd| registry::family_of_keys(sd.keys().map(str::to_string).collect()))
+                    .map(|sd| registry::family_of_keys(sd.iter().map(|(k, _)| k.clone()).collect()))
                     .unwrap_or(Family::Unknown),
             };
             FileInfo {
                 path: path.to_path_buf(),
-                format: Some(ckpt.format()),
+                format: Some(inventory.format()),
                 state,
                 family,
             }
@@ -273,7 +280,7 @@ pub fn info(args: &InfoArgs) -> Result<(), CliError> {
                     params as f64 / 1e6,
                     dtypes.join(", ")
                 );
-                let width = sd.keys().map(|k| printable(k).len()).max().unwrap_or(0);
+                let width = sd.iter().map(|(k, _)| printable(k).len()).max().unwrap_or(0);
                 for (i, (k, t)) in sd.iter().enumerate() {
                     if args.limit > 0 && i >= args.limit {
                         say!("  ... {} more", sd.len() - i);
