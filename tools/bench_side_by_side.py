@@ -3,7 +3,7 @@
 
 The Rust half is `examples/bench_side_by_side.rs`; docs/benchmarks.md ("Side by side with
 PyTorch / diffusers") has the measured table and the commands. Run from the repository
-root with a Python that has torch, diffusers and safetensors:
+root with a Python that has torch, numpy, diffusers and safetensors:
 
     python tools/bench_side_by_side.py make /tmp/ddpm_cifar10_random
     python tools/bench_side_by_side.py time /tmp/ddpm_cifar10_random --threads 1 --what forward1
