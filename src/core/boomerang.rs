@@ -424,6 +424,13 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
             None => None,
         };
         let terminal = self.terminal();
+        // Each item lives in its own array, stepped in place; its condition is cut once.
+        let mut items: Vec<Array4<f32>> = x.outer_iter().map(|xi| xi.insert_axis(Axis(0)).to_owned()).collect();
+        drop(x);
+        let item_conditions = (0..n).map(|i| condition.select(&[i])).collect::<Result<Vec<_>>>()?;
+        let item_guides = (0..n)
+            .map(|i| guidance.as_ref().map(|g| g.select(&[i])).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let mut streams = std::mem::replace(noise, NoiseStreams::join(Vec::new())).split_items();
         let mut states = vec![crate::SamplerState::default(); n];
         let result = (|| -> Result<()> {
@@ -431,7 +438,9 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
             for k in 0..longest {
                 let active: Vec<usize> = (0..n).filter(|&i| grids[i].len() > k).collect();
                 let points: Vec<GridPoint> = active.iter().map(|&i| grids[i][k]).collect();
-                let xs = x.select(Axis(0), &active);
+                let views: Vec<ArrayView4<'_, f32>> = active.iter().map(|&i| items[i].view()).collect();
+                let xs = ndarray::concatenate(Axis(0), &views)
+                    .map_err(|e| Error::Shape(format!("internal error: items of different shapes: {e}")))?;
                 let cond = condition.select(&active)?;
                 let guide = match &guidance {
                     Some(g) => Some(g.select(&active)?),
@@ -439,6 +448,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
                 };
                 let eval = self.evaluator(&cond, guide.as_ref());
                 let pred = eval.predict_items(xs.view(), &points)?;
+                drop(xs);
                 for (j, &i) in active.iter().enumerate() {
                     let one = |a: &Array4<f32>| a.slice(s![j..j + 1, .., .., ..]).to_owned();
                     let mut first = Some(Prediction {
@@ -446,23 +456,24 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
                         eps: one(&pred.eps),
                         variance_frac: pred.variance_frac.as_ref().map(one),
                     });
-                    let cond_i = condition.select(&[i])?;
-                    let guide_i = match &guidance {
-                        Some(g) => Some(g.select(&[i])?),
-                        None => None,
-                    };
-                    let eval_i = self.evaluator(&cond_i, guide_i.as_ref());
+                    let eval_i = self.evaluator(&item_conditions[i], item_guides[i].as_ref());
                     let from = grids[i][k];
-                    let xi = x.slice(s![i..i + 1, .., .., ..]).to_owned();
+                    // Every sampler's first evaluation of a step is at `from`, on the sample
+                    // as the step received it: the batched call's prediction. Later ones
+                    // (a corrector's, PNDM's end point) are the item's own calls.
                     let mut model = |xm: ArrayView4<'_, f32>, p: &GridPoint| match first.take() {
-                        Some(p0) if p.time == from.time && xm == xi.view() => Ok(p0),
+                        Some(p0) if p.time == from.time => Ok(p0),
                         _ => eval_i.predict(xm, p),
                     };
                     let to = grids[i].get(k + 1).or(terminal.as_ref());
-                    let out = self
-                        .sampler
-                        .step(&mut model, xi.view(), &from, to, &mut streams[i], &mut states[i])?;
-                    x.slice_mut(s![i..i + 1, .., .., ..]).assign(&out.prev_sample);
+                    self.sampler.step_in_place(
+                        &mut model,
+                        &mut items[i],
+                        &from,
+                        to,
+                        &mut streams[i],
+                        &mut states[i],
+                    )?;
                 }
                 on_step(active.len());
             }
@@ -470,6 +481,9 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         })();
         *noise = NoiseStreams::join(streams);
         result?;
+        let views: Vec<ArrayView4<'_, f32>> = items.iter().map(Array4::view).collect();
+        let x = ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| Error::Shape(format!("internal error: items of different shapes: {e}")))?;
         self.codec.decode(x.view())
     }
 

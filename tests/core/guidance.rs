@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use boomerang::analytic::GaussianDenoiser;
-use boomerang::schedule::DiscreteSchedule;
+use boomerang::schedule::{DiscreteSchedule, NoiseSchedule, VeSde};
 use boomerang::{
     Boomerang, Condition, DataRange, Denoiser, DenoiserSpec, FnDenoiser, Guidance, Guide, NoiseStreams,
     Parameterization, Prediction, Sampler, Spacing, TimeInput, TimeSpec,
@@ -234,46 +234,77 @@ fn classifier_guidance_refuses_missing_or_out_of_range_labels() {
 
 #[test]
 fn items_at_different_t_share_one_call_per_step_and_match_single_runs() {
-    let calls = RefCell::new(0usize);
-    let inner = GaussianDenoiser::new(0.0, 0.5).unwrap();
-    let counting = FnDenoiser::new(inner.spec().clone(), |x, t, c| {
-        *calls.borrow_mut() += 1;
-        inner.predict(x, t, c)
-    });
-    let runner = Boomerang::builder(&counting, DiscreteSchedule::ddpm().unwrap())
-        .spacing(Spacing::Uniform(50))
-        .build()
-        .unwrap();
     let x = Array4::from_shape_fn((4, 1, 3, 3), |(n, _, h, w)| {
         (n as f32 - 1.5) / 2.0 + 0.1 * (h * 3 + w) as f32
     });
     let ts = [0.2, 0.5, 0.5, 0.8].map(TimeSpec::fraction);
     let keys = [11, 12, 13, 14];
-    let together = runner
-        .run_items(x.view(), &ts, &mut NoiseStreams::keyed(9, &keys))
-        .unwrap();
-    let longest = ts.iter().map(|&t| runner.plan(t).unwrap().len()).max().unwrap();
-    assert_eq!(*calls.borrow(), longest, "one call per step of the longest grid");
-    for i in 0..4 {
-        let alone = runner
-            .run_with(
-                x.slice(ndarray::s![i..i + 1, .., .., ..]),
-                ts[i],
-                &mut NoiseStreams::keyed(9, &keys[i..i + 1]),
-                None,
-            )
-            .unwrap()
-            .sample;
-        assert_eq!(
-            together.slice(ndarray::s![i..i + 1, .., .., ..]),
-            alone,
-            "item {i} differs from its own run"
-        );
+    // Every sampler, the ones that evaluate the model more than once per step included
+    // (the batched call serves each item's first evaluation, the rest are the item's own).
+    for sampler in [
+        Sampler::ddpm(),
+        Sampler::ddim(0.0),
+        Sampler::ddim(0.7),
+        Sampler::predictor_corrector(),
+        Sampler::Pndm,
+        Sampler::DpmSolverPp2M,
+        Sampler::Euler,
+        Sampler::EulerAncestral,
+    ] {
+        let calls = RefCell::new(0usize);
+        let inner = GaussianDenoiser::new(0.0, 0.5).unwrap();
+        let counting = FnDenoiser::new(inner.spec().clone(), |x, t, c| {
+            *calls.borrow_mut() += 1;
+            inner.predict(x, t, c)
+        });
+        // The predictor-corrector sampler is DLSM's, for VE schedules.
+        let schedule: NoiseSchedule = if matches!(sampler, Sampler::PredictorCorrector { .. }) {
+            VeSde::dlsm_cifar().into()
+        } else {
+            DiscreteSchedule::ddpm().unwrap().into()
+        };
+        let runner = Boomerang::builder(&counting, schedule)
+            .sampler(sampler)
+            .spacing(Spacing::Uniform(50))
+            .build()
+            .unwrap_or_else(|e| panic!("{sampler:?}: {e}"));
+        let together = runner
+            .run_items(x.view(), &ts, &mut NoiseStreams::keyed(9, &keys))
+            .unwrap();
+        let longest = ts.iter().map(|&t| runner.plan(t).unwrap().len()).max().unwrap();
+        let single_call = matches!(sampler, Sampler::Ddpm { .. } | Sampler::Ddim { .. })
+            || matches!(
+                sampler,
+                Sampler::DpmSolverPp2M | Sampler::Euler | Sampler::EulerAncestral
+            );
+        if single_call {
+            assert_eq!(
+                *calls.borrow(),
+                longest,
+                "{sampler:?}: one call per step of the longest grid"
+            );
+        }
+        for i in 0..4 {
+            let alone = runner
+                .run_with(
+                    x.slice(ndarray::s![i..i + 1, .., .., ..]),
+                    ts[i],
+                    &mut NoiseStreams::keyed(9, &keys[i..i + 1]),
+                    None,
+                )
+                .unwrap()
+                .sample;
+            assert_eq!(
+                together.slice(ndarray::s![i..i + 1, .., .., ..]),
+                alone,
+                "{sampler:?}: item {i} differs from its own run"
+            );
+        }
+        // Bad lengths are errors.
+        assert!(runner
+            .run_items(x.view(), &ts[..2], &mut NoiseStreams::keyed(9, &keys))
+            .is_err());
     }
-    // Bad lengths are errors.
-    assert!(runner
-        .run_items(x.view(), &ts[..2], &mut NoiseStreams::keyed(9, &keys))
-        .is_err());
 }
 
 #[test]
