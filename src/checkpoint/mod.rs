@@ -53,6 +53,12 @@
 //! bombs (deep nesting, exponentially shared tuples, repeated copies) end in an error that
 //! names the limit. Names quoted in error messages pass through [`printable`].
 //!
+//! # Reading tensor by tensor
+//!
+//! [`LazyStateDict`] holds a selected state dict's metadata and reads each tensor's bytes
+//! when asked for, so a model loads its weights without a second copy of the file in memory
+//! (the Stable Diffusion loader reads its UNet, VAE and text encoder this way).
+//!
 //! # Inspecting without loading
 //!
 //! [`inspect`] lists every tensor's key path, dtype and shape, and the values around them,
@@ -60,7 +66,7 @@
 //! file's pickles); [`Inventory::select`] says what a [`Select`] would pick.
 //
 // Module graph, acyclic: each module uses only modules listed after it.
-//   mod.rs (the facade) > inventory > reader > torch_format > safetensors_io > parsed
+//   mod.rs (the facade) > lazy > inventory > reader > torch_format > safetensors_io > parsed
 //   > pickle > zip_index > source > select > value > tensor > format > text > limits
 // `reader` alone knows every format; the format modules share `parsed` (what a parse yields)
 // and `source` (how bytes are read) instead of importing each other.
@@ -68,6 +74,7 @@
 pub mod diffusers;
 mod format;
 mod inventory;
+mod lazy;
 mod limits;
 mod parsed;
 mod pickle;
@@ -87,6 +94,7 @@ use crate::error::{Error, Result};
 
 pub use format::Format;
 pub use inventory::{inspect, Entry, EntryKind, Inventory, TensorInfo};
+pub use lazy::LazyStateDict;
 pub use safetensors_io::save_safetensors;
 pub use select::Select;
 pub use tensor::{DType, StateDict, TensorData};
@@ -175,29 +183,10 @@ pub fn load_state_dict(path: impl AsRef<Path>) -> Result<StateDict> {
     load_state_dict_with(path, &Select::Auto)
 }
 
-/// Reads the state dict that `select` picks, materializing only its tensors.
+/// Reads the state dict that `select` picks, materializing only its tensors (for one tensor
+/// at a time, see [`LazyStateDict`]).
 pub fn load_state_dict_with(path: impl AsRef<Path>, select: &Select<'_>) -> Result<StateDict> {
-    let path = path.as_ref();
-    let mut parsed = parse_path(path)?;
-    let ctx = |m: String| checkpoint_error(path, m);
-    let index = parsed.placeholder_index();
-    let picked: Vec<(String, usize)> = select::select(&parsed.skeleton, select)
-        .map_err(ctx)?
-        .into_iter()
-        .map(|(k, t)| {
-            index
-                .get(&(t as *const TensorData as usize))
-                .map(|&i| (k, i))
-                .ok_or_else(|| "internal error: unknown tensor".to_string())
-        })
-        .collect::<std::result::Result<_, _>>()
-        .map_err(ctx)?;
-    let mut sd = StateDict::new();
-    for (k, i) in picked {
-        let t = parsed.materialize(i).map_err(ctx)?;
-        sd.insert(k, t);
-    }
-    Ok(sd)
+    LazyStateDict::open_with(path, select)?.into_state_dict()
 }
 
 /// Reads the state dict `select` picks from `input` and writes it to `output` as safetensors

@@ -13,7 +13,7 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::{DType, StateDict, TensorData};
+use crate::checkpoint::{DType, LazyStateDict, StateDict, TensorData};
 use crate::{Error, Result};
 
 /// How strict [`load_state_dict_into`] is. The default is fully strict.
@@ -69,12 +69,89 @@ pub fn tensor_from_data(t: &TensorData) -> Result<Tensor> {
 /// vs. integer) differs, the result is an [`Error::Checkpoint`] for `source` that names the
 /// first few offending keys of each kind with their counts, and `vs` is unchanged.
 pub fn load_state_dict_into(vs: &mut VarStore, sd: &StateDict, source: &Path, options: &LoadOptions) -> Result<()> {
+    load_into(vs, &mut InMemory(sd), source, options)
+}
+
+/// [`load_state_dict_into`] from a [`LazyStateDict`]: each tensor is read from the file,
+/// copied into its variable and dropped before the next is read, so the load holds the
+/// model's weights plus one tensor (a whole state dict would hold the file's size again).
+///
+/// The names, shapes and dtypes are checked before anything is read, as by
+/// [`load_state_dict_into`]; an error while reading (corrupt bytes, a file changed since it
+/// was opened) can leave `vs` partly loaded, so callers load into a model they drop on error.
+pub fn load_lazy_into(vs: &mut VarStore, sd: &mut LazyStateDict, options: &LoadOptions) -> Result<()> {
+    let source = sd.path().to_path_buf();
+    load_into(vs, sd, &source, options)
+}
+
+/// What [`load_into`] knows of a tensor before reading it.
+struct Meta {
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Why its bytes do not fit its shape, if they do not.
+    bad_len: Option<String>,
+}
+
+/// Where [`load_into`] takes tensors from.
+trait Weights {
+    fn names(&self) -> Vec<String>;
+    fn meta(&self, key: &str) -> Option<Meta>;
+    fn tensor(&mut self, key: &str) -> Result<Tensor>;
+}
+
+struct InMemory<'a>(&'a StateDict);
+
+impl Weights for InMemory<'_> {
+    fn names(&self) -> Vec<String> {
+        self.0.keys().map(str::to_string).collect()
+    }
+    fn meta(&self, key: &str) -> Option<Meta> {
+        self.0.get(key).map(|t| Meta {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bad_len: t.check_len().err().map(|_| {
+                format!(
+                    "{} bytes of data for shape {:?} and dtype {}",
+                    t.data.len(),
+                    t.shape,
+                    t.dtype
+                )
+            }),
+        })
+    }
+    fn tensor(&mut self, key: &str) -> Result<Tensor> {
+        let t = self
+            .0
+            .get(key)
+            .ok_or_else(|| Error::Model(format!("internal error: `{key}` vanished")))?;
+        tensor_from_data(t)
+    }
+}
+
+impl Weights for LazyStateDict {
+    fn names(&self) -> Vec<String> {
+        self.keys().map(str::to_string).collect()
+    }
+    fn meta(&self, key: &str) -> Option<Meta> {
+        self.info(key).map(|i| Meta {
+            dtype: i.dtype,
+            shape: i.shape.clone(),
+            // The reader checks each tensor's extent when it reads it.
+            bad_len: None,
+        })
+    }
+    fn tensor(&mut self, key: &str) -> Result<Tensor> {
+        tensor_from_data(&self.read(key)?)
+    }
+}
+
+fn load_into(vs: &mut VarStore, sd: &mut dyn Weights, source: &Path, options: &LoadOptions) -> Result<()> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
     let mut plan = Vec::with_capacity(vars.len());
     for (name, var) in &vars {
-        match sd.get(name) {
+        match sd.meta(name) {
             None => missing.push(name.clone()),
             Some(t) => {
                 let want: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
@@ -87,24 +164,15 @@ pub fn load_state_dict_into(vs: &mut VarStore, sd: &StateDict, source: &Path, op
                         "{name}: model dtype {var_kind:?}, checkpoint dtype {}",
                         t.dtype
                     ));
-                } else if t.check_len().is_err() {
-                    mismatched.push(format!(
-                        "{name}: {} bytes of data for shape {:?} and dtype {}",
-                        t.data.len(),
-                        t.shape,
-                        t.dtype
-                    ));
+                } else if let Some(why) = t.bad_len {
+                    mismatched.push(format!("{name}: {why}"));
                 } else {
-                    plan.push((name, var, t));
+                    plan.push((name, var));
                 }
             }
         }
     }
-    let unexpected: Vec<String> = sd
-        .keys()
-        .filter(|k| !vars.contains_key(*k))
-        .map(str::to_string)
-        .collect();
+    let unexpected: Vec<String> = sd.names().into_iter().filter(|k| !vars.contains_key(k)).collect();
     let fail_missing = !missing.is_empty() && !options.allow_missing;
     let fail_unexpected = !unexpected.is_empty() && !options.allow_unexpected;
     if fail_missing || fail_unexpected || !mismatched.is_empty() {
@@ -129,8 +197,8 @@ pub fn load_state_dict_into(vs: &mut VarStore, sd: &StateDict, source: &Path, op
     }
     super::guard_panics(|| {
         let _no_grad = tch::no_grad_guard();
-        for (name, var, t) in plan {
-            let src = tensor_from_data(t)?;
+        for (name, var) in plan {
+            let src = sd.tensor(name)?;
             let mut dst = var.shallow_clone();
             dst.f_copy_(&src)
                 .map_err(|e| Error::checkpoint(source, format!("copying `{name}`: {e}")))?;

@@ -62,6 +62,6 @@ pub use ddpm::DdpmConfig;
 pub use ddpm::DdpmUNet;
 pub use family::{ClassLabels, Family, LoadedModel, ModelDescription, ModelOptions, Probe};
 #[cfg(feature = "tch")]
-pub use loading::{load_state_dict_into, LoadOptions};
+pub use loading::{load_lazy_into, load_state_dict_into, LoadOptions};
 #[cfg(feature = "tch")]
 pub use torch::*;

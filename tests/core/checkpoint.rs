@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use boomerang::checkpoint::{
     self, convert_to_safetensors, inspect, load_state_dict, load_state_dict_with, save_safetensors, Checkpoint, DType,
-    EntryKind, Format, Select, StateDict, TensorData, TensorInfo, Value,
+    EntryKind, Format, LazyStateDict, Select, StateDict, TensorData, TensorInfo, Value,
 };
 use boomerang::Error;
 use proptest::prelude::*;
@@ -153,6 +153,94 @@ fn every_fixture_yields_the_values_pytorch_saved() {
         let ckpt = Checkpoint::open(&path).unwrap();
         let eager = with_select(&case.select, |s| ckpt.state_dict(s)).unwrap();
         assert_matches(case, &eager, "Checkpoint::state_dict");
+
+        // Tensor by tensor, last first: views of one storage and zip entries read out of
+        // order give the same values, and the metadata is there before any read.
+        let mut one = with_select(&case.select, |s| LazyStateDict::open_with(&path, s)).unwrap();
+        assert_eq!(one.len(), lazy.len(), "{}", case.file);
+        let names: Vec<String> = one.keys().map(str::to_string).collect();
+        let mut read = StateDict::new();
+        for name in names.iter().rev() {
+            let info = one.info(name).unwrap().clone();
+            let t = one.read(name).unwrap();
+            assert_eq!((t.dtype, &t.shape), (info.dtype, &info.shape), "{} {name}", case.file);
+            read.insert(name.clone(), t);
+        }
+        let in_order: StateDict = names
+            .iter()
+            .map(|n| (n.clone(), read.get(n).unwrap().clone()))
+            .collect();
+        assert_matches(case, &in_order, "LazyStateDict::read");
+    }
+}
+
+#[test]
+fn lazy_state_dicts_rename_reshape_and_refuse_clashes() {
+    let dir = scratch_dir("lazy");
+    let mut sd = StateDict::new();
+    sd.insert(
+        "enc.a.weight".into(),
+        TensorData::from_f32(vec![2, 3, 1, 1], &[1., 2., 3., 4., 5., 6.]),
+    );
+    sd.insert("enc.a.bias".into(), TensorData::from_f32(vec![2], &[7., 8.]));
+    sd.insert("enc.position_ids".into(), TensorData::from_f32(vec![1], &[0.]));
+    let path = dir.join("m.safetensors");
+    save_safetensors(&sd, &path).unwrap();
+
+    let mut lazy = LazyStateDict::open(&path).unwrap();
+    assert_eq!(lazy.path(), path.as_path());
+    assert!(lazy.strip_prefix("enc.").unwrap());
+    assert!(!lazy.strip_prefix("enc.").unwrap(), "stripped twice");
+    lazy.rename(|name, shape| {
+        if name == "position_ids" {
+            return None;
+        }
+        if shape.len() == 4 {
+            shape.truncate(2);
+        }
+        Some(format!("net.{name}"))
+    })
+    .unwrap();
+    let keys: Vec<&str> = lazy.keys().collect();
+    assert_eq!(keys, ["net.a.weight", "net.a.bias"], "order kept, dropped key gone");
+    assert_eq!(lazy.info("net.a.weight").unwrap().shape, [2, 3]);
+    let w = lazy.read("net.a.weight").unwrap();
+    assert_eq!(
+        (w.shape.clone(), w.to_f32_vec().unwrap()),
+        (vec![2, 3], vec![1., 2., 3., 4., 5., 6.])
+    );
+    let e = checkpoint_message(&lazy.read("a.weight").unwrap_err());
+    assert!(e.contains("no tensor named `a.weight`"), "{e}");
+
+    // Two tensors renamed to one name, and a reshape to another element count, are errors.
+    let mut lazy = LazyStateDict::open(&path).unwrap();
+    let e = checkpoint_message(&lazy.rename(|_, _| Some("same".into())).unwrap_err());
+    assert!(e.contains("two tensors are named `same`"), "{e}");
+    let mut lazy = LazyStateDict::open(&path).unwrap();
+    assert!(lazy
+        .rename(|n, shape| {
+            shape.push(2);
+            Some(n.to_string())
+        })
+        .is_err());
+
+    // The whole dict equals the eager read.
+    assert_eq!(LazyStateDict::open(&path).unwrap().into_state_dict().unwrap(), sd);
+}
+
+#[test]
+fn a_file_changed_after_opening_is_an_error_of_the_read() {
+    let dir = scratch_dir("lazy-changed");
+    for name in ["flat.safetensors", "flat_zip.pt", "flat_deflated.pt", "flat_legacy.pt"] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let p = write(&dir, name, &bytes);
+        let mut lazy = LazyStateDict::open(&p).unwrap();
+        let names: Vec<String> = lazy.keys().map(str::to_string).collect();
+        assert!(!names.is_empty(), "{name}");
+        // Cut to a third: the data of the later tensors is gone.
+        std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+        let failed = names.iter().filter(|n| lazy.read(n).is_err()).count();
+        assert!(failed > 0, "{name}: every tensor read from a file cut to a third");
     }
 }
 

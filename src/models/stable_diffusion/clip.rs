@@ -16,9 +16,9 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::config::ClipTextConfig;
-use crate::checkpoint::StateDict;
+use crate::checkpoint::{LazyStateDict, StateDict};
 use crate::models::nn::{attention, Embedding, LayerNorm, Linear};
-use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions};
+use crate::models::{check_device, check_kind, guard_panics, load_lazy_into, load_state_dict_into, LoadOptions};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +124,13 @@ impl ClipTextModel {
         load_state_dict_into(&mut self.vs, &sd, source, &LoadOptions::default())
     }
 
+    /// [`load_state_dict`](Self::load_state_dict) from a file read one tensor at a time
+    /// ([`load_lazy_into`]). On error the model may be partly loaded: drop it.
+    pub fn load_weights(&mut self, mut weights: LazyStateDict) -> Result<()> {
+        weights.rename(|key, _| clip_key(key))?;
+        load_lazy_into(&mut self.vs, &mut weights, &LoadOptions::default())
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
@@ -193,19 +200,22 @@ impl ClipTextModel {
 
 /// Put every key under `text_model.` and drop the entries the text model does not use.
 fn normalize_clip_keys(sd: StateDict) -> StateDict {
-    let mut out = StateDict::new();
-    for (key, t) in sd.into_entries() {
-        let key = if key.starts_with("text_model.") {
-            key
-        } else {
-            format!("text_model.{key}")
-        };
-        let unused = key.ends_with("position_ids")
-            || key.starts_with("text_model.text_projection")
-            || key.starts_with("text_model.logit_scale");
-        if !unused {
-            out.insert(key, t);
-        }
-    }
-    out
+    sd.into_entries()
+        .into_iter()
+        .filter_map(|(key, t)| clip_key(&key).map(|k| (k, t)))
+        .collect()
+}
+
+/// A text-encoder tensor's name under `text_model.`, or `None` for one the text model does
+/// not use.
+fn clip_key(key: &str) -> Option<String> {
+    let key = if key.starts_with("text_model.") {
+        key.to_string()
+    } else {
+        format!("text_model.{key}")
+    };
+    let unused = key.ends_with("position_ids")
+        || key.starts_with("text_model.text_projection")
+        || key.starts_with("text_model.logit_scale");
+    (!unused).then_some(key)
 }

@@ -62,7 +62,7 @@ pub use unet::UNet2DConditionModel;
 pub use vae::AutoencoderKL;
 
 use crate::checkpoint::diffusers::find_weights;
-use crate::checkpoint::{load_state_dict, StateDict};
+use crate::checkpoint::LazyStateDict;
 use crate::core::codec::Codec;
 use crate::core::pipeline::ModelInput;
 use crate::models::crossing;
@@ -266,10 +266,11 @@ fn component(folder: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn read_weights(dir: &Path, stem: &str, bin_stem: &str, options: &SdOptions) -> Result<(PathBuf, StateDict)> {
+/// A component's weights file, opened to be read one tensor at a time: the load never
+/// holds a second copy of a network's weights.
+fn open_weights(dir: &Path, stem: &str, bin_stem: &str, options: &SdOptions) -> Result<LazyStateDict> {
     let path = find_weights(dir, stem, bin_stem, options.weights, options.kind == Kind::Half)?;
-    let sd = load_state_dict(&path)?;
-    Ok((path, sd))
+    LazyStateDict::open(&path)
 }
 
 fn check_finite(x: &ArrayView4<'_, f32>, what: &str) -> Result<()> {
@@ -283,7 +284,8 @@ impl StableDiffusion {
     /// Load a diffusers-format Stable Diffusion folder.
     ///
     /// Reads every component's config and weights (strictly: a missing, unexpected or
-    /// misshaped tensor is an error naming it), builds the training schedule from
+    /// misshaped tensor is an error naming it; each weights file is read one tensor at a
+    /// time, so loading holds the weights once, plus one tensor), builds the training schedule from
     /// `scheduler/scheduler_config.json` and moves the networks to `options.device` in
     /// `options.kind`.
     pub fn load(folder: impl AsRef<Path>, options: &SdOptions) -> Result<Self> {
@@ -324,8 +326,7 @@ impl StableDiffusion {
             )));
         }
         let mut text_encoder = ClipTextModel::new(te_config, options.device, options.kind)?;
-        let (path, sd) = read_weights(&te_dir, "model", "pytorch_model", options)?;
-        text_encoder.load_state_dict(sd, &path)?;
+        text_encoder.load_weights(open_weights(&te_dir, "model", "pytorch_model", options)?)?;
         if options.clip_skip >= text_encoder.config().num_hidden_layers {
             return Err(Error::param(
                 "clip_skip",
@@ -346,9 +347,12 @@ impl StableDiffusion {
             )));
         }
         let mut unet = UNet2DConditionModel::new(unet_config, parameterization, options.device, options.kind)?;
-        let (path, sd) = read_weights(&unet_dir, "diffusion_pytorch_model", "diffusion_pytorch_model", options)?;
-        unet.load_state_dict(&sd, &path)?;
-        drop(sd);
+        unet.load_weights(open_weights(
+            &unet_dir,
+            "diffusion_pytorch_model",
+            "diffusion_pytorch_model",
+            options,
+        )?)?;
 
         let vae_dir = component(folder, "vae")?;
         let vae_config = VaeConfig::load(&vae_dir.join("config.json"))?;
@@ -365,8 +369,12 @@ impl StableDiffusion {
             options.kind
         };
         let mut vae = AutoencoderKL::new(vae_config, options.device, vae_kind)?;
-        let (path, sd) = read_weights(&vae_dir, "diffusion_pytorch_model", "diffusion_pytorch_model", options)?;
-        vae.load_state_dict(sd, &path)?;
+        vae.load_weights(open_weights(
+            &vae_dir,
+            "diffusion_pytorch_model",
+            "diffusion_pytorch_model",
+            options,
+        )?)?;
 
         Ok(Self {
             folder: folder.to_path_buf(),

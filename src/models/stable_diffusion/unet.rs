@@ -13,10 +13,12 @@ use super::config::{activation, Activation, UNetConfig};
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::resnet::ResnetSettings;
 use super::unet_blocks::{DownBlock, MidBlockCrossAttn, UpBlock};
-use crate::checkpoint::StateDict;
+use crate::checkpoint::{LazyStateDict, StateDict};
 use crate::models::crossing;
 use crate::models::nn::{Conv2d, GroupNorm};
-use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions, TchModule};
+use crate::models::{
+    check_device, check_kind, guard_panics, load_lazy_into, load_state_dict_into, LoadOptions, TchModule,
+};
 use crate::{Condition, DataRange, DenoiserSpec, Error, Parameterization, Result, TimeInput};
 
 /// The Stable Diffusion UNet on tch tensors.
@@ -169,6 +171,13 @@ impl UNet2DConditionModel {
     /// origin in errors. The weights are converted to the compute kind.
     pub fn load_state_dict(&mut self, sd: &StateDict, source: &Path) -> Result<()> {
         load_state_dict_into(&mut self.vs, sd, source, &LoadOptions::default())
+    }
+
+    /// [`load_state_dict`](Self::load_state_dict) from a file read one tensor at a time
+    /// ([`load_lazy_into`]): the load holds the network plus one tensor. On error the
+    /// network may be partly loaded: drop it.
+    pub fn load_weights(&mut self, mut weights: LazyStateDict) -> Result<()> {
+        load_lazy_into(&mut self.vs, &mut weights, &LoadOptions::default())
     }
 
     /// The configuration.

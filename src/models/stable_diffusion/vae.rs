@@ -10,9 +10,9 @@ use super::config::activate;
 use super::config::{activation, Activation, VaeConfig};
 use super::resnet::ResnetSettings;
 use super::unet_blocks::{VaeBlock, VaeMidBlock};
-use crate::checkpoint::StateDict;
+use crate::checkpoint::{LazyStateDict, StateDict};
 use crate::models::nn::{Conv2d, GroupNorm};
-use crate::models::{check_device, check_kind, guard_panics, load_state_dict_into, LoadOptions};
+use crate::models::{check_device, check_kind, guard_panics, load_lazy_into, load_state_dict_into, LoadOptions};
 use crate::Result;
 
 #[derive(Debug)]
@@ -159,6 +159,13 @@ impl AutoencoderKL {
         load_state_dict_into(&mut self.vs, &sd, source, &LoadOptions::default())
     }
 
+    /// [`load_state_dict`](Self::load_state_dict) from a file read one tensor at a time
+    /// ([`load_lazy_into`]). On error the VAE may be partly loaded: drop it.
+    pub fn load_weights(&mut self, mut weights: LazyStateDict) -> Result<()> {
+        weights.rename(|key, shape| Some(current_attention_name(key, shape)))?;
+        load_lazy_into(&mut self.vs, &mut weights, &LoadOptions::default())
+    }
+
     /// The configuration.
     pub fn config(&self) -> &VaeConfig {
         &self.config
@@ -222,28 +229,9 @@ impl AutoencoderKL {
 /// 1×1-convolution weights `[C, C, 1, 1]` of those layers (from converted LDM checkpoints)
 /// to linear weights `[C, C]`. Keys already in the current naming pass unchanged.
 pub fn rename_legacy_attention(sd: StateDict) -> Result<StateDict> {
-    const RENAMES: [(&str, &str); 4] = [
-        (".query.", ".to_q."),
-        (".key.", ".to_k."),
-        (".value.", ".to_v."),
-        (".proj_attn.", ".to_out.0."),
-    ];
     let mut out = StateDict::new();
     for (key, mut t) in sd.into_entries() {
-        let mut name = key.clone();
-        if key.contains(".attentions.") {
-            for (old, new) in RENAMES {
-                if name.contains(old) {
-                    name = name.replace(old, new);
-                }
-            }
-            let is_proj = [".to_q.", ".to_k.", ".to_v.", ".to_out.0."]
-                .iter()
-                .any(|p| name.contains(p));
-            if is_proj && name.ends_with(".weight") && t.shape.len() == 4 && t.shape[2] == 1 && t.shape[3] == 1 {
-                t.shape.truncate(2);
-            }
-        }
+        let name = current_attention_name(&key, &mut t.shape);
         if out.insert(name.clone(), t).is_some() {
             return Err(crate::Error::checkpoint(
                 "<vae>",
@@ -252,4 +240,30 @@ pub fn rename_legacy_attention(sd: StateDict) -> Result<StateDict> {
         }
     }
     Ok(out)
+}
+
+/// The current name of a VAE tensor saved as `key`, squeezing `shape` where a legacy 1×1
+/// convolution weight is now a linear weight (see [`rename_legacy_attention`]).
+fn current_attention_name(key: &str, shape: &mut Vec<usize>) -> String {
+    const RENAMES: [(&str, &str); 4] = [
+        (".query.", ".to_q."),
+        (".key.", ".to_k."),
+        (".value.", ".to_v."),
+        (".proj_attn.", ".to_out.0."),
+    ];
+    let mut name = key.to_string();
+    if key.contains(".attentions.") {
+        for (old, new) in RENAMES {
+            if name.contains(old) {
+                name = name.replace(old, new);
+            }
+        }
+        let is_proj = [".to_q.", ".to_k.", ".to_v.", ".to_out.0."]
+            .iter()
+            .any(|p| name.contains(p));
+        if is_proj && name.ends_with(".weight") && shape.len() == 4 && shape[2] == 1 && shape[3] == 1 {
+            shape.truncate(2);
+        }
+    }
+    name
 }
