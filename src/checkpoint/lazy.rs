@@ -188,7 +188,7 @@ impl LazyStateDict {
                 return Err(checkpoint_error(
                     &self.path,
                     format!(
-                        "internal error: renaming `{}` changed its shape {:?} to {:?}, another element count",
+                        "renaming `{}` changed its shape {:?} to {:?}, which has another element count",
                         printable(&slot.name),
                         slot.info.shape,
                         after.shape

@@ -438,9 +438,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
             for k in 0..longest {
                 let active: Vec<usize> = (0..n).filter(|&i| grids[i].len() > k).collect();
                 let points: Vec<GridPoint> = active.iter().map(|&i| grids[i][k]).collect();
-                let views: Vec<ArrayView4<'_, f32>> = active.iter().map(|&i| items[i].view()).collect();
-                let xs = ndarray::concatenate(Axis(0), &views)
-                    .map_err(|e| Error::Shape(format!("internal error: items of different shapes: {e}")))?;
+                let xs = stack(active.iter().map(|&i| &items[i]))?;
                 let cond = condition.select(&active)?;
                 let guide = match &guidance {
                     Some(g) => Some(g.select(&active)?),
@@ -481,10 +479,7 @@ impl<D: Denoiser, C: Codec> Boomerang<D, C> {
         })();
         *noise = NoiseStreams::join(streams);
         result?;
-        let views: Vec<ArrayView4<'_, f32>> = items.iter().map(Array4::view).collect();
-        let x = ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::Shape(format!("internal error: items of different shapes: {e}")))?;
-        self.codec.decode(x.view())
+        self.codec.decode(stack(items.iter())?.view())
     }
 
     fn evaluator<'a>(&'a self, condition: &'a Condition, guidance: Option<&'a Guidance>) -> Evaluator<'a, D> {
@@ -574,4 +569,11 @@ pub fn boomerang<D: Denoiser, R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Array4<f32>> {
     Boomerang::builder(denoiser, schedule).build()?.run(x0, t, rng)
+}
+
+/// One batch of single-item arrays (all of one shape), in order.
+fn stack<'a>(items: impl Iterator<Item = &'a Array4<f32>>) -> Result<Array4<f32>> {
+    let views: Vec<ArrayView4<'_, f32>> = items.map(Array4::view).collect();
+    ndarray::concatenate(Axis(0), &views)
+        .map_err(|e| Error::Shape(format!("internal error: items of different shapes: {e}")))
 }
